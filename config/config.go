@@ -1,0 +1,589 @@
+// Package config parses tusgate's settings from command-line flags and
+// TUSGATE_* environment variables. It knows nothing of HTTP.
+//
+// Every setting is a flag (--part-size) and an environment variable
+// (TUSGATE_PART_SIZE); a flag given on the command line wins. Parse applies
+// both and validates the result; Validate reports every problem at once, one
+// line per problem, each naming the setting as the user wrote it.
+package config
+
+import (
+	"crypto/rand"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+
+	"github.com/dustin/go-humanize"
+	"go.uber.org/zap"
+)
+
+const (
+	kib = 1 << 10
+	mib = 1 << 20
+	gib = 1 << 30
+
+	// MinPartSize is the smallest allowed --part-size: api.video's minimum
+	// chunk size.
+	MinPartSize = 5 * mib
+	// MaxPartSize is the largest allowed --part-size: api.video's maximum
+	// chunk size.
+	MaxPartSize = 200 * mib
+	// MaxUploadSize is the largest allowed --max-size: api.video's limit on a
+	// video file.
+	MaxUploadSize = 30 * gib
+
+	// EnvPrefix starts the name of every environment variable tusgate reads.
+	EnvPrefix = "TUSGATE_"
+
+	redacted = "[REDACTED]"
+)
+
+// Config holds every tusgate setting. Build one with Parse (flags and
+// environment) or Default; a Config built by hand should be checked with
+// Validate. Printing a Config with fmt redacts its secrets.
+type Config struct {
+	// Listen is the TCP address the HTTP server listens on, host:port.
+	// Flag --listen, default ":8080".
+	Listen string
+	// DataDir is the directory holding upload bytes and the embedded state
+	// store. Flag --data-dir, default "./data".
+	DataDir string
+	// RedisURL selects the Redis state store (redis:// or rediss://; may carry
+	// a password, so log Redacted). Flag --redis-url, default "" = embedded
+	// store in DataDir.
+	RedisURL string
+	// APIVideoURL is the base URL of the api.video API, an absolute http(s)
+	// URL. Flag --apivideo-url, default "https://ws.api.video".
+	APIVideoURL string
+	// APIVideoAPIKey is the api.video API key enabling managed mode. A secret:
+	// log Redacted. Flag --apivideo-api-key, default "" = delegated mode only.
+	APIVideoAPIKey string
+	// PartSize is the size in bytes of each part sent to api.video, between
+	// MinPartSize and MaxPartSize. Flag --part-size, default 50MiB.
+	PartSize int64
+	// Workers is the number of parts forwarded concurrently across all
+	// uploads, at least 1. Flag --workers, default max(4, 2*runtime.NumCPU()).
+	Workers int
+	// ParallelParts is the number of parts of one upload forwarded
+	// concurrently, at least 1. Flag --parallel-parts, default 2.
+	ParallelParts int
+	// BasePath is the URL path of the tus endpoint; it starts and ends with
+	// "/". Flag --base-path, default "/files/".
+	BasePath string
+	// CORSOrigins lists the browser origins (scheme://host[:port]) allowed to
+	// upload, or "*" for any. Flag --cors-origins (comma-separated), default
+	// empty = same origin only.
+	CORSOrigins []string
+	// CompletionWindow is how long an upload may take to finish after
+	// api.video accepted its first part, positive. Flag --completion-window,
+	// default 24h.
+	CompletionWindow time.Duration
+	// MaxSize is the largest upload accepted, in bytes, between 1 and
+	// MaxUploadSize. Flag --max-size, default 30GiB.
+	MaxSize int64
+	// TokenTTL is the lifetime of the upload tokens minted in managed mode,
+	// positive. Flag --token-ttl, default 1h.
+	TokenTTL time.Duration
+	// ShutdownTimeout bounds the graceful drain on SIGTERM, positive. Flag
+	// --shutdown-timeout, default 20s.
+	ShutdownTimeout time.Duration
+	// LeaseDuration is how long a forwarder's claim on a part lasts unless
+	// renewed, at least 1s. Flag --lease-duration, default 30s.
+	LeaseDuration time.Duration
+	// InstanceID identifies this process's leases in the state store; it must
+	// be unique among instances sharing a store and contain no spaces. Flag
+	// --instance-id, default the host name.
+	InstanceID string
+	// LogLevel is the minimum level logged: debug, info, warn or error. Flag
+	// --log-level, default "info".
+	LogLevel string
+	// LogFormat is the log encoding: json or console. Flag --log-format,
+	// default "json".
+	LogFormat string
+
+	// given maps a flag name to how the user set it ("--part-size 1MiB" or
+	// "TUSGATE_PART_SIZE=1MiB", secrets redacted), for error messages.
+	given map[string]string
+}
+
+// Default returns the configuration used when no flag or environment variable
+// is set. InstanceID is the host name (or a random name if it is unknown).
+func Default() Config {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "tusgate-" + rand.Text()[:8]
+	}
+	return Config{
+		Listen:           ":8080",
+		DataDir:          "./data",
+		APIVideoURL:      "https://ws.api.video",
+		PartSize:         50 * mib,
+		Workers:          max(4, 2*runtime.NumCPU()),
+		ParallelParts:    2,
+		BasePath:         "/files/",
+		CompletionWindow: 24 * time.Hour,
+		MaxSize:          MaxUploadSize,
+		TokenTTL:         time.Hour,
+		ShutdownTimeout:  20 * time.Second,
+		LeaseDuration:    30 * time.Second,
+		InstanceID:       host,
+		LogLevel:         "info",
+		LogFormat:        "json",
+	}
+}
+
+// setting binds one flag to one Config field.
+type setting struct {
+	name, arg, usage string
+	// set parses raw into the field; its error says what is wrong without
+	// repeating the value.
+	set func(raw string) error
+	// get formats the field as a user would write it.
+	get func() string
+	// display, if set, replaces show for values that may hold secrets; ""
+	// means "do not show the value at all".
+	display func(raw string) string
+}
+
+// settings lists every setting, in help order, bound to c's fields.
+func (c *Config) settings() []setting {
+	return []setting{
+		str("listen", "ADDR", "address the HTTP server listens on, host:port", &c.Listen),
+		str("data-dir", "DIR", "directory for upload bytes and the embedded state store", &c.DataDir),
+		withDisplay(str("redis-url", "URL", "Redis state store, redis://[user:password@]host:port[/db] or rediss://…; empty = embedded store in --data-dir", &c.RedisURL), displayURL),
+		withDisplay(str("apivideo-url", "URL", "base URL of the api.video API", &c.APIVideoURL), displayURL),
+		withDisplay(str("apivideo-api-key", "KEY", "api.video API key enabling managed mode (secret); empty = delegated mode only", &c.APIVideoAPIKey), displaySecret),
+		size("part-size", "size of each part sent to api.video, 5MiB..200MiB", &c.PartSize),
+		integer("workers", "parts forwarded concurrently across all uploads, at least 1", &c.Workers),
+		integer("parallel-parts", "parts of one upload forwarded concurrently, at least 1", &c.ParallelParts),
+		str("base-path", "PATH", "URL path of the tus endpoint; starts and ends with /", &c.BasePath),
+		list("cors-origins", "comma-separated browser origins allowed to upload (scheme://host[:port]), or * for any; empty = same origin only", &c.CORSOrigins),
+		duration("completion-window", "time allowed to finish an upload after api.video accepted its first part", &c.CompletionWindow),
+		size("max-size", "largest upload accepted, 1 byte..30GiB", &c.MaxSize),
+		duration("token-ttl", "lifetime of the upload tokens minted in managed mode", &c.TokenTTL),
+		duration("shutdown-timeout", "time allowed to drain in-flight requests on SIGTERM", &c.ShutdownTimeout),
+		duration("lease-duration", "how long a forwarder's claim on a part lasts unless renewed, at least 1s", &c.LeaseDuration),
+		str("instance-id", "ID", "identifies this process's leases in the state store; unique per instance", &c.InstanceID),
+		str("log-level", "LEVEL", "minimum level logged: debug, info, warn or error", &c.LogLevel),
+		str("log-format", "FORMAT", "log encoding: json or console", &c.LogFormat),
+	}
+}
+
+func str(name, arg, usage string, p *string) setting {
+	return setting{name: name, arg: arg, usage: usage,
+		set: func(raw string) error { *p = raw; return nil },
+		get: func() string { return *p }}
+}
+
+func withDisplay(s setting, display func(string) string) setting {
+	s.display = display
+	return s
+}
+
+func size(name, usage string, p *int64) setting {
+	return setting{name: name, arg: "SIZE", usage: usage,
+		set: func(raw string) error {
+			n, err := humanize.ParseBytes(strings.TrimSpace(raw))
+			if err != nil || n > 1<<62 {
+				return errors.New("not a size (try 50MiB or 52428800)")
+			}
+			*p = int64(n)
+			return nil
+		},
+		get: func() string { return formatSize(*p) }}
+}
+
+func integer(name, usage string, p *int) setting {
+	return setting{name: name, arg: "N", usage: usage,
+		set: func(raw string) error {
+			n, err := strconv.Atoi(strings.TrimSpace(raw))
+			if err != nil {
+				return errors.New("not a whole number")
+			}
+			*p = n
+			return nil
+		},
+		get: func() string { return strconv.Itoa(*p) }}
+}
+
+func duration(name, usage string, p *time.Duration) setting {
+	return setting{name: name, arg: "DURATION", usage: usage,
+		set: func(raw string) error {
+			d, err := time.ParseDuration(strings.TrimSpace(raw))
+			if err != nil {
+				return errors.New("not a duration (try 30s, 90m or 24h)")
+			}
+			*p = d
+			return nil
+		},
+		get: func() string { return formatDuration(*p) }}
+}
+
+func list(name, usage string, p *[]string) setting {
+	return setting{name: name, arg: "LIST", usage: usage,
+		set: func(raw string) error {
+			var items []string
+			for item := range strings.SplitSeq(raw, ",") {
+				if item = strings.TrimSpace(item); item != "" {
+					items = append(items, item)
+				}
+			}
+			*p = items
+			return nil
+		},
+		get: func() string { return strings.Join(*p, ",") }}
+}
+
+// value is the flag.Value of one setting. Set never fails: it remembers the
+// raw text and the parse error so Parse can report every problem at once.
+type value struct {
+	setting
+	raw string
+	err error
+}
+
+func (v *value) Set(raw string) error {
+	v.raw, v.err = raw, v.set(raw)
+	return nil
+}
+
+func (v *value) String() string {
+	if v == nil || v.get == nil {
+		return ""
+	}
+	return v.get()
+}
+
+// EnvVar returns the environment variable read for a flag:
+// EnvVar("part-size") == "TUSGATE_PART_SIZE".
+func EnvVar(flagName string) string {
+	return EnvPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// Flags returns a FlagSet defining every setting, with defaults, for
+// inspection (documentation, tests). Parse uses the same definitions.
+func Flags(output io.Writer) *flag.FlagSet {
+	c := Default()
+	return c.flagSet(output)
+}
+
+func (c *Config) flagSet(output io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("tusgate", flag.ContinueOnError)
+	fs.SetOutput(output)
+	settings := c.settings()
+	for _, s := range settings {
+		fs.Var(&value{setting: s}, s.name, s.usage)
+	}
+	fs.Usage = func() {
+		w := fs.Output()
+		fmt.Fprint(w, "Usage: tusgate [flags]\n\n"+
+			"Every flag can also be set with the environment variable shown; a flag on\n"+
+			"the command line wins. Sizes: 50MiB, 50MB, 52428800. Durations: 30s, 1h30m.\n\n")
+		for _, s := range settings {
+			f := fs.Lookup(s.name)
+			def := f.DefValue
+			if def == "" {
+				def = "empty"
+			}
+			fmt.Fprintf(w, "  --%s %s  (env %s, default %s)\n    \t%s\n", f.Name, s.arg, EnvVar(f.Name), def, f.Usage)
+		}
+	}
+	return fs
+}
+
+// Parse reads the settings from args (without the program name) and from
+// environment variables looked up with getenv, then validates them. A flag on
+// the command line wins over its environment variable; an empty environment
+// variable counts as unset. output receives usage and flag errors.
+//
+// On --help or -h, Parse prints the usage and returns an error satisfying
+// errors.Is(err, flag.ErrHelp). Otherwise an error lists every problem found,
+// one per line, each naming the setting.
+func Parse(args []string, getenv func(string) string, output io.Writer) (Config, error) {
+	c := Default()
+	fs := c.flagSet(output)
+	if err := fs.Parse(args); err != nil {
+		return Config{}, err // flag already printed the problem and the usage
+	}
+	if fs.NArg() > 0 {
+		return Config{}, fmt.Errorf("unexpected argument %q: tusgate takes only flags (see --help)", fs.Arg(0))
+	}
+	onCommandLine := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { onCommandLine[f.Name] = true })
+
+	var problems []error
+	c.given = map[string]string{}
+	for _, s := range c.settings() { // definition order keeps messages stable
+		v := fs.Lookup(s.name).Value.(*value)
+		env := ""
+		if !onCommandLine[s.name] {
+			raw := getenv(EnvVar(s.name))
+			if raw == "" {
+				continue
+			}
+			env = EnvVar(s.name)
+			_ = v.Set(raw)
+		}
+		c.given[s.name] = label(s, v.raw, env, false)
+		if v.err != nil {
+			problems = append(problems, fmt.Errorf("%s: %w", label(s, v.raw, env, true), v.err))
+		}
+	}
+	if err := errors.Join(append(problems, c.problems()...)...); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+// label names a setting and its value as the user wrote it: "--part-size
+// 1MiB" or "TUSGATE_PART_SIZE=1MiB" (env non-empty). quote forces quoting of
+// a flag's value, for values that do not parse.
+func label(s setting, raw, env string, quote bool) string {
+	shown := show(raw)
+	switch {
+	case s.display != nil:
+		shown = s.display(raw)
+	case quote && env == "":
+		shown = strconv.Quote(raw)
+	}
+	switch {
+	case shown == "" && env != "":
+		return env
+	case shown == "":
+		return "--" + s.name
+	case env != "":
+		return env + "=" + shown
+	default:
+		return "--" + s.name + " " + shown
+	}
+}
+
+// show quotes raw when it is empty or holds spaces or control characters, so
+// that every problem stays on one line.
+func show(raw string) string {
+	if raw == "" || strings.ContainsFunc(raw, func(r rune) bool { return unicode.IsSpace(r) || !unicode.IsGraphic(r) }) {
+		return strconv.Quote(raw)
+	}
+	return raw
+}
+
+func displaySecret(raw string) string {
+	if raw == "" {
+		return `""`
+	}
+	return redacted
+}
+
+// displayURL shows a URL with its password redacted, or nothing at all when
+// it does not parse (the password cannot be located then).
+func displayURL(raw string) string {
+	if _, err := url.Parse(raw); err != nil {
+		return ""
+	}
+	return show(redactURL(raw))
+}
+
+// redactURL replaces the password of a URL with REDACTED; a URL that does
+// not parse is replaced entirely.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return redacted
+	}
+	if _, ok := u.User.Password(); !ok {
+		return raw
+	}
+	u.User = url.UserPassword(u.User.Username(), "REDACTED")
+	return u.String()
+}
+
+// Validate reports every problem of c at once (joined with errors.Join), one
+// line per problem of the form "--part-size 1MiB: must be between 5MiB and
+// 200MiB". It returns nil if c is usable.
+func (c Config) Validate() error {
+	return errors.Join(c.problems()...)
+}
+
+func (c Config) problems() []error {
+	var errs []error
+	bad := func(name, current, problem string) {
+		shown, ok := c.given[name]
+		if !ok {
+			shown = label(setting{name: name}, current, "", false)
+		}
+		errs = append(errs, fmt.Errorf("%s: %s", shown, problem))
+	}
+	if host, port, err := net.SplitHostPort(c.Listen); err != nil || !validPort(port) || strings.ContainsAny(host, " /") {
+		bad("listen", c.Listen, "must be host:port with a numeric port, e.g. :8080 or 127.0.0.1:8080")
+	}
+	if c.DataDir == "" {
+		bad("data-dir", c.DataDir, "must not be empty")
+	}
+	if c.RedisURL != "" {
+		if problem := redisURLProblem(c.RedisURL); problem != "" {
+			bad("redis-url", displayURL(c.RedisURL), problem)
+		}
+	}
+	if u, err := url.Parse(c.APIVideoURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		bad("apivideo-url", displayURL(c.APIVideoURL), "must be an absolute http(s) URL, e.g. https://ws.api.video")
+	}
+	if strings.ContainsFunc(c.APIVideoAPIKey, func(r rune) bool { return unicode.IsSpace(r) || !unicode.IsGraphic(r) }) {
+		bad("apivideo-api-key", displaySecret(c.APIVideoAPIKey), "must not contain spaces or control characters")
+	}
+	if c.PartSize < MinPartSize || c.PartSize > MaxPartSize {
+		bad("part-size", formatSize(c.PartSize), "must be between 5MiB and 200MiB")
+	}
+	if c.Workers < 1 {
+		bad("workers", strconv.Itoa(c.Workers), "must be at least 1")
+	}
+	if c.ParallelParts < 1 {
+		bad("parallel-parts", strconv.Itoa(c.ParallelParts), "must be at least 1")
+	}
+	if !strings.HasPrefix(c.BasePath, "/") || !strings.HasSuffix(c.BasePath, "/") {
+		bad("base-path", c.BasePath, `must start and end with "/", e.g. /files/`)
+	}
+	for _, origin := range c.CORSOrigins {
+		if !validOrigin(origin) {
+			bad("cors-origins", strings.Join(c.CORSOrigins, ","), fmt.Sprintf("%q is not an origin (want scheme://host[:port] without a path, or *)", origin))
+		}
+	}
+	if c.CompletionWindow <= 0 {
+		bad("completion-window", formatDuration(c.CompletionWindow), "must be positive")
+	}
+	if c.MaxSize < 1 || c.MaxSize > MaxUploadSize {
+		bad("max-size", formatSize(c.MaxSize), "must be between 1 byte and 30GiB")
+	}
+	if c.TokenTTL <= 0 {
+		bad("token-ttl", formatDuration(c.TokenTTL), "must be positive")
+	}
+	if c.ShutdownTimeout <= 0 {
+		bad("shutdown-timeout", formatDuration(c.ShutdownTimeout), "must be positive")
+	}
+	if c.LeaseDuration < time.Second {
+		bad("lease-duration", formatDuration(c.LeaseDuration), "must be at least 1s")
+	}
+	if c.InstanceID == "" || strings.ContainsFunc(c.InstanceID, func(r rune) bool { return unicode.IsSpace(r) || !unicode.IsGraphic(r) }) {
+		bad("instance-id", c.InstanceID, "must be non-empty without spaces or control characters")
+	}
+	if !slices.Contains([]string{"debug", "info", "warn", "error"}, c.LogLevel) {
+		bad("log-level", c.LogLevel, "must be debug, info, warn or error")
+	}
+	if !slices.Contains([]string{"json", "console"}, c.LogFormat) {
+		bad("log-format", c.LogFormat, "must be json or console")
+	}
+	return errs
+}
+
+func validPort(port string) bool {
+	n, err := strconv.Atoi(port)
+	return err == nil && n >= 0 && n <= 65535
+}
+
+// redisURLProblem says what is wrong with a Redis URL, never quoting it.
+func redisURLProblem(raw string) string {
+	const want = " (want redis://[user:password@]host:port[/db] or rediss://…)"
+	u, err := url.Parse(raw)
+	switch {
+	case err != nil:
+		return "not a valid URL" + want
+	case u.Scheme != "redis" && u.Scheme != "rediss":
+		return "scheme must be redis or rediss" + want
+	case u.Hostname() == "":
+		return "missing host" + want
+	case u.Port() != "" && !validPort(u.Port()):
+		return "invalid port" + want
+	}
+	return ""
+}
+
+// validOrigin reports whether s is "*" or a browser origin,
+// scheme://host[:port].
+func validOrigin(s string) bool {
+	if s == "*" {
+		return true
+	}
+	u, err := url.Parse(s)
+	return err == nil && u.Scheme != "" && u.Hostname() != "" && u.User == nil &&
+		u.Path == "" && u.RawQuery == "" && !u.ForceQuery && u.Fragment == "" &&
+		(u.Port() == "" || validPort(u.Port())) && !strings.HasSuffix(s, ":")
+}
+
+// formatSize writes n as briefly as ParseBytes reads it back: 50MiB, 30GiB,
+// 5000000.
+func formatSize(n int64) string {
+	for _, u := range []struct {
+		size int64
+		name string
+	}{{gib, "GiB"}, {mib, "MiB"}, {kib, "KiB"}} {
+		if n != 0 && n%u.size == 0 {
+			return strconv.FormatInt(n/u.size, 10) + u.name
+		}
+	}
+	return strconv.FormatInt(n, 10)
+}
+
+// formatDuration drops zero minutes and seconds: 24h, 1h30m, 20s.
+func formatDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = s[:len(s)-2]
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = s[:len(s)-2]
+	}
+	return s
+}
+
+// Redacted returns a copy of c safe to log: a set API key becomes
+// "[REDACTED]" and passwords in RedisURL and APIVideoURL become "REDACTED".
+func (c Config) Redacted() Config {
+	if c.APIVideoAPIKey != "" {
+		c.APIVideoAPIKey = redacted
+	}
+	if c.RedisURL != "" {
+		c.RedisURL = redactURL(c.RedisURL)
+	}
+	c.APIVideoURL = redactURL(c.APIVideoURL)
+	c.CORSOrigins = slices.Clone(c.CORSOrigins)
+	return c
+}
+
+// Fields returns one zap field per setting, secrets redacted, for the single
+// startup log line: logger.Info("starting", cfg.Fields()...). Keys are the
+// flag names in snake case (part_size); values are written as a user would
+// write them (50MiB, 24h).
+func (c Config) Fields() []zap.Field {
+	r := c.Redacted()
+	var fields []zap.Field
+	for _, s := range r.settings() {
+		fields = append(fields, zap.String(strings.ReplaceAll(s.name, "-", "_"), s.get()))
+	}
+	return fields
+}
+
+// String returns the settings as name=value pairs with secrets redacted, so
+// that printing a Config never reveals them.
+func (c Config) String() string {
+	r := c.Redacted()
+	var b strings.Builder
+	for i, s := range r.settings() {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(s.name + "=" + show(s.get()))
+	}
+	return b.String()
+}
+
+// GoString is String, so that %#v redacts secrets too.
+func (c Config) GoString() string { return c.String() }
