@@ -175,7 +175,12 @@ func (u *Upload) partReady(k int) bool {
 // their bytes are received, they are not delivered and no live lease holds
 // them. Until part 1 is delivered only part 1 can be ready, because every
 // later part needs its videoId.
-func (u *Upload) ReadyParts(now time.Time) []int {
+func (u *Upload) ReadyParts(now time.Time) []int { return u.ReadyPartsFor("", now) }
+
+// ReadyPartsFor is ReadyParts for one lease owner: parts leased by owner
+// itself count as ready (the owner knows what it is sending; after a restart
+// its old leases are stale).
+func (u *Upload) ReadyPartsFor(owner string, now time.Time) []int {
 	if u.State.Terminal() || u.Received == 0 {
 		return nil
 	}
@@ -188,7 +193,7 @@ func (u *Upload) ReadyParts(now time.Time) []int {
 		if k > 1 && !u.IsDelivered(1) {
 			break
 		}
-		if u.IsDelivered(k) || u.leased(k, now) || !u.partReady(k) {
+		if u.IsDelivered(k) || u.leasedByOther(k, owner, now) || !u.partReady(k) {
 			continue
 		}
 		ready = append(ready, k)
@@ -196,9 +201,9 @@ func (u *Upload) ReadyParts(now time.Time) []int {
 	return ready
 }
 
-func (u *Upload) leased(k int, now time.Time) bool {
+func (u *Upload) leasedByOther(k int, owner string, now time.Time) bool {
 	l, ok := u.InFlight[k]
-	return ok && now.Before(l.Until)
+	return ok && (owner == "" || l.Owner != owner) && now.Before(l.Until)
 }
 
 func (u *Upload) touch(now time.Time) { u.UpdatedAt = now }

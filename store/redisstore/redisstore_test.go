@@ -1,0 +1,179 @@
+package redisstore_test
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"net"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tusgate/tusgate/store"
+	"github.com/tusgate/tusgate/store/redisstore"
+	"github.com/tusgate/tusgate/store/storetest"
+)
+
+func redisAddr() string {
+	if addr := os.Getenv("TUSGATE_TEST_REDIS_ADDR"); addr != "" {
+		return addr
+	}
+	return "127.0.0.1:6379"
+}
+
+// newClient returns a client of the test Redis, closed when t ends.
+func newClient(t *testing.T) *redis.Client {
+	t.Helper()
+	client := redis.NewClient(&redis.Options{Addr: redisAddr(), ContextTimeoutEnabled: true, PoolSize: 64})
+	t.Cleanup(func() { _ = client.Close() })
+	if err := client.Ping(t.Context()).Err(); err != nil {
+		t.Fatalf("test Redis at %s (set TUSGATE_TEST_REDIS_ADDR): %v", redisAddr(), err)
+	}
+	return client
+}
+
+// newPrefix returns a random key prefix whose keys are deleted when t ends.
+func newPrefix(t *testing.T, client *redis.Client) string {
+	t.Helper()
+	prefix := "tusgate-test-" + rand.Text()
+	t.Cleanup(func() {
+		ctx := context.WithoutCancel(t.Context())
+		iter := client.Scan(ctx, 0, prefix+":*", 100).Iterator()
+		for iter.Next(ctx) {
+			if err := client.Del(ctx, iter.Val()).Err(); err != nil {
+				t.Errorf("clean up %s: %v", iter.Val(), err)
+			}
+		}
+		if err := iter.Err(); err != nil {
+			t.Errorf("clean up %s:*: %v", prefix, err)
+		}
+	})
+	return prefix
+}
+
+func TestConformance(t *testing.T) {
+	client := newClient(t)
+	storetest.Run(t, func(t *testing.T) store.Store {
+		return redisstore.New(client, newPrefix(t, client))
+	})
+}
+
+func TestKeys(t *testing.T) {
+	client := newClient(t)
+	prefix := newPrefix(t, client)
+	s := redisstore.New(client, prefix)
+	if err := s.Create(t.Context(), &store.Upload{ID: "abc", State: store.StateReceiving}); err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	for _, key := range []string{prefix + ":upload:{abc}", prefix + ":active"} {
+		if n, err := client.Exists(t.Context(), key).Result(); err != nil || n != 1 {
+			t.Errorf("EXISTS %s = %d, %v; want 1", key, n, err)
+		}
+	}
+}
+
+func TestOpen(t *testing.T) {
+	client := newClient(t)
+	prefix := newPrefix(t, client)
+	s, err := redisstore.Open(t.Context(), "redis://"+redisAddr()+"/0", prefix)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	if err := s.Create(t.Context(), &store.Upload{ID: "opened"}); err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if err := s.Ping(t.Context()); !errors.Is(err, store.ErrUnavailable) {
+		t.Errorf("Ping after Close: got %v, want ErrUnavailable (Close must close the client Open made)", err)
+	}
+	// A store made with New leaves its client open.
+	if err := redisstore.New(client, prefix).Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if err := client.Ping(t.Context()).Err(); err != nil {
+		t.Errorf("client after New(...).Close(): %v, want it still open", err)
+	}
+}
+
+// closedAddr returns a 127.0.0.1 address nothing listens on.
+func closedAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+	addr := l.Addr().String()
+	if err := l.Close(); err != nil {
+		t.Fatalf("close listener: %v", err)
+	}
+	return addr
+}
+
+func TestUnreachable(t *testing.T) {
+	addr := closedAddr(t)
+	// No retries here; Open below shows the default retries stay bounded too.
+	client := redis.NewClient(&redis.Options{Addr: addr, ContextTimeoutEnabled: true, MaxRetries: -1, DialerRetries: 1})
+	t.Cleanup(func() { _ = client.Close() })
+	s := redisstore.New(client, "")
+	calls := []struct {
+		name string
+		call func(context.Context) error
+	}{
+		{"Ping", s.Ping},
+		{"Get", func(ctx context.Context) error { _, err := s.Get(ctx, "x"); return err }},
+		{"Update", func(ctx context.Context) error {
+			_, err := s.Update(ctx, "x", func(*store.Upload) error { return nil })
+			return err
+		}},
+		{"Open", func(ctx context.Context) error {
+			_, err := redisstore.Open(ctx, "redis://:hunter2pw@"+addr+"/0", "")
+			if err != nil && strings.Contains(err.Error(), "hunter2pw") {
+				t.Errorf("Open error %q contains the password", err)
+			}
+			return err
+		}},
+	}
+	for _, c := range calls {
+		t.Run(c.name, func(t *testing.T) {
+			start := time.Now()
+			err := c.call(t.Context())
+			if !errors.Is(err, store.ErrUnavailable) {
+				t.Errorf("got %v, want ErrUnavailable", err)
+			}
+			if d := time.Since(start); d > 5*time.Second {
+				t.Errorf("took %v, want a quick failure", d)
+			}
+		})
+	}
+}
+
+func TestOpenBadURLHidesPassword(t *testing.T) {
+	const pw = "s3cretPassw0rd"
+	tests := []string{
+		"redis://user:" + pw + "@127.0.0.1:notaport/0",
+		"redis://:" + pw + "@127.0.0.1:6379/notadb",
+		"redis://:" + pw + "@127.0.0.1:6379/0/extra",
+		"redis://:" + pw + "@127.0.0.1:6379/0?nosuchoption=1",
+		"http://:" + pw + "@127.0.0.1:6379",
+		"redis://:" + pw + "%zz@127.0.0.1:6379",
+		"redis://:" + pw + "@[::1:6379",
+		"redis://:" + pw + "@127.0.0.1:6379/0\x7f",
+	}
+	for _, raw := range tests {
+		t.Run("", func(t *testing.T) {
+			s, err := redisstore.Open(t.Context(), raw, "")
+			if err == nil {
+				s.Close()
+				t.Fatalf("Open succeeded, want an error")
+			}
+			if strings.Contains(err.Error(), pw) || strings.Contains(err.Error(), "s3cret") {
+				t.Errorf("error %q contains the password", err)
+			}
+		})
+	}
+}
