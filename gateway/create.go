@@ -1,0 +1,353 @@
+package gateway
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/dustin/go-humanize"
+	"github.com/tus/tusd/v2/pkg/handler"
+	"go.uber.org/zap"
+
+	"github.com/tusgate/tusgate/store"
+)
+
+// Metadata keys with a meaning to the gateway.
+const (
+	metaToken          = "token"
+	metaTokenExpiresAt = "tokenExpiresAt"
+)
+
+// msgTokenRequired is the creation error in delegated-only mode without a token.
+const msgTokenRequired = "Upload-Metadata must include the api.video upload token as `token` (delegated mode)"
+
+// requestState travels in the request context (set before tusd's
+// Middleware, so tusd's contexts carry it) from the gateway's checks to
+// tusd's callbacks and the data store.
+type requestState struct {
+	// creation is the validated creation request (POST only).
+	creation *creation
+	// record is the state-store record read by tusGuard (HEAD, PATCH).
+	record *store.Upload
+}
+
+type requestStateKey struct{}
+
+func requestStateFrom(ctx context.Context) *requestState {
+	rs, _ := ctx.Value(requestStateKey{}).(*requestState)
+	return rs
+}
+
+// creation is what a validated POST asks for.
+type creation struct {
+	token         store.Secret
+	tokenDeadline time.Time
+	// kept is the metadata tusd stores and echoes on HEAD (no secrets).
+	kept               handler.MetaData
+	filename, filetype string
+	// extra is the metadata not mapped to a record field.
+	extra map[string]string
+}
+
+// withRequestState puts an empty requestState in the request context.
+func (g *Gateway) withRequestState(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rs := &requestState{}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), requestStateKey{}, rs)))
+	})
+}
+
+// tusGuard runs after tusd's Middleware (so CORS and Tus-Resumable headers
+// are set and OPTIONS is answered) and before tusd's handlers: it validates
+// creation requests strictly, and answers HEAD and PATCH on failed or
+// terminated uploads itself.
+func (g *Gateway) tusGuard(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rs := requestStateFrom(r.Context())
+		if rs == nil {
+			writeTusError(w, r, errInternal)
+			return
+		}
+		id := strings.Trim(r.URL.Path, "/")
+		switch {
+		case id == "" && r.Method == http.MethodPost:
+			c, err := g.checkCreation(r)
+			if err != nil {
+				g.log.Info("upload creation refused", zap.String("reason", err.Error()))
+				writeTusError(w, r, err)
+				return
+			}
+			rs.creation = c
+		case id != "" && (r.Method == http.MethodHead || r.Method == http.MethodPatch):
+			rec, err := g.st.Get(r.Context(), id)
+			if err != nil {
+				if !errors.Is(err, store.ErrNotFound) {
+					g.log.Error("read upload record", zap.String("id", id), zap.Error(err))
+				}
+				writeTusError(w, r, storeError(err))
+				return
+			}
+			if err := stateError(rec); err != nil {
+				writeTusError(w, r, *err)
+				return
+			}
+			rs.record = rec
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// Errors the gateway sends through tusd or itself. Messages are safe to show.
+var (
+	errInternal         = handler.NewError("ERR_INTERNAL", "internal error", http.StatusInternalServerError)
+	errStoreUnavailable = handler.NewError("ERR_STATE_STORE_UNAVAILABLE", "the upload state store is unavailable, try again later", http.StatusServiceUnavailable)
+	errDataStore        = handler.NewError("ERR_DATA_STORE", "the upload data store failed, try again later", http.StatusServiceUnavailable)
+	errConflict         = handler.NewError("ERR_UPLOAD_STATE_CONFLICT", "the upload's state does not allow this request", http.StatusConflict)
+)
+
+// storeError maps a state-store error to the response tus clients get.
+func storeError(err error) handler.Error {
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return handler.ErrNotFound
+	case errors.Is(err, store.ErrConflict):
+		return errConflict
+	default:
+		return errStoreUnavailable
+	}
+}
+
+// stateError returns the response for tus requests on an upload that can
+// no longer receive bytes: 410 Gone for a failed upload (so tus clients stop
+// retrying), 404 for a terminated one.
+func stateError(u *store.Upload) *handler.Error {
+	switch u.State {
+	case store.StateFailed:
+		msg := "upload failed"
+		if u.Error != nil {
+			msg += ": " + u.Error.Reason + ": " + u.Error.Message
+		}
+		e := handler.NewError("ERR_UPLOAD_FAILED", msg, http.StatusGone)
+		return &e
+	case store.StateTerminated:
+		e := handler.ErrNotFound
+		return &e
+	}
+	return nil
+}
+
+// writeTusError writes err the way tusd does (text body "CODE: message"),
+// keeping the headers tusd's Middleware already set.
+// An error that is not a handler.Error is sent as a bare internal error.
+func writeTusError(w http.ResponseWriter, r *http.Request, e error) {
+	err, ok := errors.AsType[handler.Error](e)
+	if !ok {
+		err = errInternal
+	}
+	h := w.Header()
+	for k, v := range err.HTTPResponse.Header {
+		h.Set(k, v)
+	}
+	body := err.HTTPResponse.Body
+	if r.Method == http.MethodHead {
+		body = ""
+	}
+	if body != "" {
+		h.Set("Content-Length", strconv.Itoa(len(body)))
+	}
+	w.WriteHeader(err.HTTPResponse.StatusCode)
+	if body != "" {
+		_, _ = w.Write([]byte(body))
+	}
+}
+
+func badRequest(code, format string, args ...any) handler.Error {
+	return handler.NewError(code, fmt.Sprintf(format, args...), http.StatusBadRequest)
+}
+
+// checkCreation validates a POST before tusd sees it: the length, the
+// Upload-Metadata header (strictly: tusd skips malformed entries silently)
+// and the api.video token.
+func (g *Gateway) checkCreation(r *http.Request) (*creation, error) {
+	if l := r.Header.Get("Upload-Length"); l != "" && r.Header.Get("Upload-Defer-Length") == "" {
+		// An unparsable length is left to tusd, which answers 400.
+		if size, err := strconv.ParseInt(l, 10, 64); err == nil {
+			if size == 0 {
+				return nil, badRequest("ERR_EMPTY_UPLOAD", "Upload-Length must be at least 1: api.video does not accept empty videos")
+			}
+			if err := g.checkSize(size); err != nil {
+				return nil, err
+			}
+		}
+	}
+	meta, err := parseMetadata(r.Header.Get("Upload-Metadata"))
+	if err != nil {
+		return nil, err
+	}
+	c := &creation{kept: handler.MetaData{}, extra: map[string]string{}}
+	for k, v := range meta {
+		if k != metaToken && k != metaTokenExpiresAt {
+			c.kept[k] = v
+		}
+	}
+	tok, hasTok := meta[metaToken]
+	switch {
+	case hasTok && tok != "":
+		if err := checkToken(tok); err != nil {
+			return nil, err
+		}
+		c.token = store.Secret(tok)
+	case g.cfg.TokenRequired:
+		return nil, badRequest("ERR_TOKEN_REQUIRED", msgTokenRequired)
+	case hasTok:
+		return nil, badRequest("ERR_INVALID_TOKEN", "Upload-Metadata `token` is empty")
+	}
+	if exp, ok := meta[metaTokenExpiresAt]; ok && c.token != "" {
+		deadline, err := time.Parse(time.RFC3339Nano, exp)
+		if err != nil {
+			return nil, badRequest("ERR_INVALID_TOKEN_EXPIRY", "Upload-Metadata `tokenExpiresAt` must be an RFC 3339 time such as 2006-01-02T15:04:05Z")
+		}
+		now := g.cfg.Now()
+		switch {
+		case !deadline.After(now):
+			return nil, badRequest("ERR_TOKEN_EXPIRED", "token expired at %s", deadline.UTC().Format(time.RFC3339))
+		case deadline.Sub(now) < g.cfg.TokenMinLifetime:
+			return nil, badRequest("ERR_TOKEN_EXPIRED", "token expires at %s, less than %v from now: too soon to start the upload", deadline.UTC().Format(time.RFC3339), g.cfg.TokenMinLifetime)
+		}
+		c.tokenDeadline = deadline
+	}
+	nameKey, name := firstOf(c.kept, "filename", "name")
+	typeKey, typ := firstOf(c.kept, "filetype", "type")
+	c.filename, c.filetype = name, typ
+	for k, v := range c.kept {
+		if k != nameKey && k != typeKey {
+			c.extra[k] = v
+		}
+	}
+	return c, nil
+}
+
+// firstOf returns the first of keys present in meta and its value.
+func firstOf(meta handler.MetaData, keys ...string) (key, val string) {
+	for _, k := range keys {
+		if v, ok := meta[k]; ok {
+			return k, v
+		}
+	}
+	return "", ""
+}
+
+// checkSize refuses sizes above the configured maximum or above what
+// 10,000 parts of the plan hold.
+func (g *Gateway) checkSize(size int64) error {
+	if size <= g.maxSize {
+		return nil
+	}
+	if g.maxSize < g.cfg.MaxSize {
+		return handler.NewError("ERR_MAX_SIZE_EXCEEDED", fmt.Sprintf(
+			"Upload-Length %d exceeds the maximum upload size of %d bytes (%s): api.video takes at most %d parts of %s",
+			size, g.maxSize, humanize.IBytes(uint64(g.maxSize)), store.MaxParts, humanize.IBytes(uint64(g.cfg.Plan.PartSize))),
+			http.StatusRequestEntityTooLarge)
+	}
+	return handler.NewError("ERR_MAX_SIZE_EXCEEDED", fmt.Sprintf(
+		"Upload-Length %d exceeds the maximum upload size of %d bytes (%s)", size, g.maxSize, humanize.IBytes(uint64(g.maxSize))),
+		http.StatusRequestEntityTooLarge)
+}
+
+// checkToken rejects token values that cannot be an api.video upload token.
+// The value is never echoed.
+func checkToken(tok string) error {
+	if len(tok) > 256 {
+		return badRequest("ERR_INVALID_TOKEN", "Upload-Metadata `token` is too long to be an api.video upload token")
+	}
+	for i := 0; i < len(tok); i++ {
+		if c := tok[i]; c <= ' ' || c >= 0x7f {
+			return badRequest("ERR_INVALID_TOKEN", "Upload-Metadata `token` contains characters an api.video upload token cannot have")
+		}
+	}
+	return nil
+}
+
+// parseMetadata parses an Upload-Metadata header strictly: comma-separated
+// entries, each `key` or `key base64value`, with a non-empty key made of
+// printable ASCII without spaces or commas, a valid standard base64 value,
+// and no key twice. Errors name the entry by position (and key when it is
+// well-formed), never its value.
+func parseMetadata(h string) (map[string]string, error) {
+	meta := map[string]string{}
+	if strings.TrimSpace(h) == "" {
+		return meta, nil
+	}
+	for i, entry := range strings.Split(h, ",") {
+		n := i + 1
+		entry = strings.TrimSpace(entry)
+		if entry == "" {
+			return nil, badRequest("ERR_INVALID_METADATA", "Upload-Metadata entry %d is empty", n)
+		}
+		key, val, hasVal := strings.Cut(entry, " ")
+		if key == "" || !validKey(key) {
+			return nil, badRequest("ERR_INVALID_METADATA", "Upload-Metadata entry %d: the key must be printable ASCII without spaces or commas", n)
+		}
+		if len(key) > 64 {
+			return nil, badRequest("ERR_INVALID_METADATA", "Upload-Metadata entry %d: the key is longer than 64 bytes", n)
+		}
+		if _, dup := meta[key]; dup {
+			return nil, badRequest("ERR_INVALID_METADATA", "Upload-Metadata entry %d (key %q): the key appears twice", n, key)
+		}
+		if !hasVal {
+			meta[key] = ""
+			continue
+		}
+		if strings.Contains(val, " ") {
+			return nil, badRequest("ERR_INVALID_METADATA", "Upload-Metadata entry %d (key %q): expected `key` or `key base64value`", n, key)
+		}
+		dec, err := base64.StdEncoding.Strict().DecodeString(val)
+		if err != nil || val == "" {
+			return nil, badRequest("ERR_INVALID_METADATA", "Upload-Metadata entry %d (key %q): the value is not valid standard base64", n, key)
+		}
+		meta[key] = string(dec)
+	}
+	return meta, nil
+}
+
+func validKey(k string) bool {
+	for i := 0; i < len(k); i++ {
+		if c := k[i]; c <= ' ' || c >= 0x7f || c == ',' {
+			return false
+		}
+	}
+	return true
+}
+
+// newID returns a new upload id: 128 random bits, lowercase hex.
+func newID() (string, error) {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("read random id: %w", err)
+	}
+	return hex.EncodeToString(b[:]), nil
+}
+
+// preCreate is tusd's PreUploadCreateCallback: it picks the upload id and
+// replaces the metadata tusd keeps with the validated one, without secrets.
+// The record itself is created by the data store once the file exists.
+func (g *Gateway) preCreate(hook handler.HookEvent) (handler.HTTPResponse, handler.FileInfoChanges, error) {
+	rs := requestStateFrom(hook.Context)
+	if rs == nil || rs.creation == nil {
+		g.log.Error("creation reached tusd without validation")
+		return handler.HTTPResponse{}, handler.FileInfoChanges{}, errInternal
+	}
+	id, err := newID()
+	if err != nil {
+		g.log.Error("new upload id", zap.Error(err))
+		return handler.HTTPResponse{}, handler.FileInfoChanges{}, errInternal
+	}
+	return handler.HTTPResponse{}, handler.FileInfoChanges{ID: id, MetaData: rs.creation.kept}, nil
+}

@@ -1,0 +1,303 @@
+// Package gateway is tusgate's HTTP front: the tus 1.0.0 endpoint (tusd
+// embedded as a library over a disk data store), the upload status API and
+// the health checks.
+//
+// The gateway validates upload creation (metadata, api.video token, size),
+// records each upload in the state store, and, while bytes arrive, updates
+// the record at part boundaries of the upload's plan and on completion,
+// telling a Notifier each time. It never forwards bytes itself: the forwarder
+// reads them through DataSource.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tus/tusd/v2/pkg/filestore"
+	"github.com/tus/tusd/v2/pkg/handler"
+	"github.com/tus/tusd/v2/pkg/memorylocker"
+	"go.uber.org/zap"
+
+	"github.com/tusgate/tusgate/gateway/tuslog"
+	"github.com/tusgate/tusgate/store"
+)
+
+// Notifier is told when an upload has new durable bytes (a part boundary
+// crossed), completes, has its length declared, or is terminated.
+// Notify is called on the request's goroutine, sometimes while the upload's
+// tus lock is held: it must not block (hand the id off at once).
+type Notifier interface{ Notify(id string) }
+
+// Config configures a Gateway. The zero value of a field means its default.
+type Config struct {
+	// BasePath is the URL path of the tus endpoint. Default "/files/".
+	BasePath string
+	// DataDir is the directory holding the upload bytes (tusd's disk store).
+	// Required; created if missing.
+	DataDir string
+	// MaxSize is the largest upload accepted, in bytes. Default (0)
+	// store.MaxVideoSize. It is also capped at what 10,000 parts of Plan hold.
+	MaxSize int64
+	// Plan is the part plan given to new uploads. Required (see store.Plan.Validate).
+	Plan store.Plan
+	// CompletionWindow is how long after part 1's acceptance the rest of an
+	// upload may take. Default 24h.
+	CompletionWindow time.Duration
+	// TokenRequired makes the `token` metadata mandatory at creation
+	// (delegated-only mode, no API key configured).
+	TokenRequired bool
+	// TokenMinLifetime refuses, at creation, a token whose `tokenExpiresAt`
+	// is less than this far in the future. Default 0: only expired tokens are
+	// refused.
+	TokenMinLifetime time.Duration
+	// CORSOrigins lists the origins (scheme://host[:port]) allowed to call
+	// the gateway from a browser. Empty means same origin only; "*" allows
+	// any origin.
+	CORSOrigins []string
+	// RespectForwardedHeaders builds the Location of new uploads from
+	// X-Forwarded-Host/-Proto and Forwarded (behind a trusted reverse proxy).
+	RespectForwardedHeaders bool
+	// Now returns the current time. Default time.Now.
+	Now func() time.Time
+	// Logger receives the gateway's logs (name it, e.g. Named("gateway"));
+	// tusd's logs go to Logger.Named("tusd"). Default: no logging.
+	Logger *zap.Logger
+}
+
+// withDefaults returns c with defaults filled in, or an error listing every
+// invalid setting.
+func (c Config) withDefaults() (Config, error) {
+	if c.BasePath == "" {
+		c.BasePath = "/files/"
+	}
+	if !strings.HasSuffix(c.BasePath, "/") {
+		c.BasePath += "/"
+	}
+	if c.MaxSize <= 0 {
+		c.MaxSize = store.MaxVideoSize
+	}
+	if c.CompletionWindow <= 0 {
+		c.CompletionWindow = 24 * time.Hour
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = zap.NewNop()
+	}
+	var errs []error
+	switch {
+	case !strings.HasPrefix(c.BasePath, "/"):
+		errs = append(errs, fmt.Errorf("base path %q: must start with /", c.BasePath))
+	case c.BasePath == "/", c.BasePath == "/uploads/", c.BasePath == "/healthz/", c.BasePath == "/readyz/", c.BasePath == "/metrics/":
+		errs = append(errs, fmt.Errorf("base path %q: clashes with another route", c.BasePath))
+	}
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("data dir: required"))
+	}
+	if err := c.Plan.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("plan: %w", err))
+	}
+	if c.TokenMinLifetime < 0 {
+		errs = append(errs, fmt.Errorf("token min lifetime %v: must not be negative", c.TokenMinLifetime))
+	}
+	if _, err := corsConfig(c.CORSOrigins); err != nil {
+		errs = append(errs, err)
+	}
+	return c, errors.Join(errs...)
+}
+
+// maxPlanSize is the largest upload MaxParts parts of p hold.
+func maxPlanSize(p store.Plan) int64 {
+	return p.End(store.MaxParts)
+}
+
+// corsConfig builds tusd's CORS configuration from an origin allowlist.
+func corsConfig(origins []string) (*handler.CorsConfig, error) {
+	cors := handler.DefaultCorsConfig
+	if len(origins) == 0 {
+		// No CORS headers at all: browsers allow same-origin requests only.
+		cors.Disable = true
+		return &cors, nil
+	}
+	var quoted []string
+	for _, o := range origins {
+		o = strings.TrimSuffix(strings.TrimSpace(o), "/")
+		if o == "*" {
+			cors.AllowOrigin = regexp.MustCompile(`^.*$`)
+			return &cors, nil
+		}
+		u, err := url.Parse(o)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Path != "" || u.RawQuery != "" || u.User != nil {
+			return nil, fmt.Errorf("CORS origin %q: must be scheme://host[:port] or *", o)
+		}
+		quoted = append(quoted, regexp.QuoteMeta(strings.ToLower(o)))
+	}
+	cors.AllowOrigin = regexp.MustCompile(`^(?:` + strings.Join(quoted, "|") + `)$`)
+	return &cors, nil
+}
+
+// Gateway serves the tus endpoint, the status API and the health checks.
+type Gateway struct {
+	cfg     Config
+	maxSize int64
+	st      store.Store
+	n       Notifier
+	log     *zap.Logger
+	fs      filestore.FileStore
+	tus     *handler.UnroutedHandler
+	src     *DataSource
+	cors    *handler.CorsConfig
+	handler http.Handler
+
+	// live holds, per upload being received by this process, the durable
+	// offset between state-store updates (id → *liveUpload).
+	live sync.Map
+
+	mu       sync.Mutex
+	shutdown bool
+	cancels  []context.CancelCauseFunc
+}
+
+// New returns a Gateway storing upload bytes in cfg.DataDir, records in st,
+// and telling n about new bytes.
+func New(cfg Config, st store.Store, n Notifier) (*Gateway, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, fmt.Errorf("gateway config: %w", err)
+	}
+	if st == nil || n == nil {
+		return nil, errors.New("gateway: store and notifier are required")
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+		return nil, fmt.Errorf("gateway: create data dir: %w", err)
+	}
+	g := &Gateway{
+		cfg:     cfg,
+		maxSize: min(cfg.MaxSize, maxPlanSize(cfg.Plan)),
+		st:      st,
+		n:       n,
+		log:     cfg.Logger,
+		fs:      filestore.New(cfg.DataDir),
+	}
+	g.cors, _ = corsConfig(cfg.CORSOrigins)
+	g.src = &DataSource{fs: g.fs}
+
+	ds := &dataStore{g: g}
+	composer := handler.NewStoreComposer()
+	composer.UseCore(ds)
+	composer.UseTerminater(ds)
+	composer.UseLengthDeferrer(ds)
+	memorylocker.New().UseIn(composer)
+
+	g.tus, err = handler.NewUnroutedHandler(handler.Config{
+		StoreComposer:           composer,
+		BasePath:                cfg.BasePath,
+		MaxSize:                 g.maxSize,
+		DisableDownload:         true,
+		DisableConcatenation:    true,
+		Cors:                    g.cors,
+		RespectForwardedHeaders: cfg.RespectForwardedHeaders,
+		Logger:                  tuslog.NewLogger(cfg.Logger.Named("tusd")),
+		PreUploadCreateCallback: g.preCreate,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("gateway: tusd handler: %w", err)
+	}
+	g.handler = g.routes()
+	return g, nil
+}
+
+// Handler returns the gateway's routes: the tus endpoint at BasePath,
+// GET /uploads/{id}, GET /healthz and GET /readyz.
+func (g *Gateway) Handler() http.Handler { return g.handler }
+
+// Source returns read access to received bytes, for the forwarder.
+func (g *Gateway) Source() *DataSource { return g.src }
+
+// MaxSize returns the largest upload accepted, in bytes: Config.MaxSize
+// capped at what 10,000 parts of the plan hold.
+func (g *Gateway) MaxSize() int64 { return g.maxSize }
+
+// BaseContext returns a function for http.Server.BaseContext: request
+// contexts derive from ctx and are cancelled with handler.ErrServerShutdown
+// by Shutdown, which makes tusd end running PATCHes cleanly (the bytes
+// already received are kept and the client gets a 503 it can resume from).
+//
+//	srv := &http.Server{Handler: g.Handler(), BaseContext: g.BaseContext(ctx)}
+//	srv.RegisterOnShutdown(g.Shutdown)
+func (g *Gateway) BaseContext(ctx context.Context) func(net.Listener) context.Context {
+	base, cancel := context.WithCancelCause(ctx)
+	g.mu.Lock()
+	if g.shutdown {
+		cancel(handler.ErrServerShutdown)
+	} else {
+		g.cancels = append(g.cancels, cancel)
+	}
+	g.mu.Unlock()
+	return func(net.Listener) context.Context { return base }
+}
+
+// Shutdown cancels every request context made by BaseContext with
+// handler.ErrServerShutdown. Register it with http.Server.RegisterOnShutdown
+// so it runs when the server starts shutting down. It is safe to call more
+// than once.
+func (g *Gateway) Shutdown() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.shutdown = true
+	for _, cancel := range g.cancels {
+		cancel(handler.ErrServerShutdown)
+	}
+	g.cancels = nil
+}
+
+// routes registers every route in one place.
+func (g *Gateway) routes() http.Handler {
+	mux := http.NewServeMux()
+	tus := g.withRequestState(g.tus.Middleware(g.tusGuard(http.HandlerFunc(g.tusRouter))))
+	base := g.cfg.BasePath
+	mux.Handle(base, http.StripPrefix(base, tus))
+	mux.Handle(strings.TrimSuffix(base, "/"), http.StripPrefix(strings.TrimSuffix(base, "/"), tus))
+	mux.HandleFunc("GET /uploads/{id}", g.handleStatus)
+	mux.HandleFunc("OPTIONS /uploads/{id}", g.handleStatusPreflight)
+	mux.HandleFunc("GET /healthz", g.handleHealthz)
+	mux.HandleFunc("GET /readyz", g.handleReadyz)
+	return mux
+}
+
+// tusRouter dispatches tus requests (after tusd's Middleware and tusGuard)
+// to tusd's handlers. GET (download) is not served: the bytes go to
+// api.video, not back out.
+func (g *Gateway) tusRouter(w http.ResponseWriter, r *http.Request) {
+	id := strings.Trim(r.URL.Path, "/")
+	if id == "" {
+		if r.Method == http.MethodPost {
+			g.tus.PostFile(w, r)
+			return
+		}
+		w.Header().Set("Allow", "POST, OPTIONS")
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	switch r.Method {
+	case http.MethodHead:
+		g.tus.HeadFile(w, r)
+	case http.MethodPatch:
+		g.tus.PatchFile(w, r)
+	case http.MethodDelete:
+		g.tus.DelFile(w, r)
+	default:
+		w.Header().Set("Allow", "HEAD, PATCH, DELETE, OPTIONS")
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+	}
+}

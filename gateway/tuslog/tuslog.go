@@ -1,0 +1,181 @@
+// Package tuslog bridges tusd's logger to zap.
+//
+// tusd v2 logs through a *golang.org/x/exp/slog.Logger, a different type from
+// the standard library's log/slog. Handler implements that package's Handler
+// interface on top of a zapcore.Core, so tusd's records end up in the
+// process's zap logger with their attributes and groups.
+package tuslog
+
+import (
+	"context"
+	"runtime"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"golang.org/x/exp/slog"
+)
+
+// Handler is a slog.Handler (of golang.org/x/exp/slog) that writes to zap.
+//
+// Levels map to the nearest zap level at or below them: below Info is Debug,
+// below Warn is Info, below Error is Warn, and Error and above is Error.
+// Groups become zap namespaces (or nested objects for group attributes); a
+// group that ends up with no attributes is left out, as slog requires.
+type Handler struct {
+	core zapcore.Core
+	name string
+	// groups opened with WithGroup that hold no attribute yet. They are
+	// turned into zap namespaces only when an attribute arrives, so an empty
+	// group never shows.
+	groups []string
+}
+
+var _ slog.Handler = (*Handler)(nil)
+
+// New returns a Handler writing to l's core under l's name.
+func New(l *zap.Logger) *Handler {
+	return &Handler{core: l.Core(), name: l.Name()}
+}
+
+// NewLogger returns an x/exp/slog Logger writing to l, ready for tusd's
+// handler.Config.Logger.
+func NewLogger(l *zap.Logger) *slog.Logger {
+	return slog.New(New(l))
+}
+
+// Enabled reports whether zap would log a record of that level.
+func (h *Handler) Enabled(_ context.Context, level slog.Level) bool {
+	return h.core.Enabled(Level(level))
+}
+
+// Handle writes the record to zap.
+func (h *Handler) Handle(_ context.Context, r slog.Record) error {
+	ent := zapcore.Entry{
+		Level:      Level(r.Level),
+		Time:       r.Time,
+		LoggerName: h.name,
+		Message:    r.Message,
+	}
+	ce := h.core.Check(ent, nil)
+	if ce == nil {
+		return nil
+	}
+	if r.PC != 0 {
+		frames := runtime.CallersFrames([]uintptr{r.PC})
+		f, _ := frames.Next()
+		ce.Caller = zapcore.NewEntryCaller(f.PC, f.File, f.Line, true)
+		ce.Caller.Function = f.Function
+	}
+	fields := make([]zapcore.Field, 0, r.NumAttrs())
+	r.Attrs(func(a slog.Attr) bool {
+		fields = appendAttr(fields, a)
+		return true
+	})
+	if len(fields) > 0 && len(h.groups) > 0 {
+		fields = append(namespaces(h.groups), fields...)
+	}
+	ce.Write(fields...)
+	return nil
+}
+
+// WithAttrs returns a Handler whose records carry attrs, in the current group.
+func (h *Handler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	var fields []zapcore.Field
+	for _, a := range attrs {
+		fields = appendAttr(fields, a)
+	}
+	if len(fields) == 0 {
+		return h
+	}
+	c := *h
+	c.core = h.core.With(append(namespaces(h.groups), fields...))
+	c.groups = nil
+	return &c
+}
+
+// WithGroup returns a Handler that nests later attributes under name.
+func (h *Handler) WithGroup(name string) slog.Handler {
+	if name == "" {
+		return h
+	}
+	c := *h
+	c.groups = append(append([]string(nil), h.groups...), name)
+	return &c
+}
+
+// Level maps a slog level to the zap level at or below it.
+func Level(l slog.Level) zapcore.Level {
+	switch {
+	case l < slog.LevelInfo:
+		return zapcore.DebugLevel
+	case l < slog.LevelWarn:
+		return zapcore.InfoLevel
+	case l < slog.LevelError:
+		return zapcore.WarnLevel
+	default:
+		return zapcore.ErrorLevel
+	}
+}
+
+func namespaces(groups []string) []zapcore.Field {
+	fs := make([]zapcore.Field, 0, len(groups))
+	for _, g := range groups {
+		fs = append(fs, zap.Namespace(g))
+	}
+	return fs
+}
+
+// appendAttr converts a to zap fields following slog's rules: values are
+// resolved, empty attributes and empty groups are dropped, and the attributes
+// of a group with an empty key are inlined.
+func appendAttr(fs []zapcore.Field, a slog.Attr) []zapcore.Field {
+	a.Value = a.Value.Resolve()
+	if a.Equal(slog.Attr{}) {
+		return fs
+	}
+	v := a.Value
+	switch v.Kind() {
+	case slog.KindGroup:
+		attrs := v.Group()
+		if len(attrs) == 0 {
+			return fs
+		}
+		if a.Key == "" {
+			for _, ga := range attrs {
+				fs = appendAttr(fs, ga)
+			}
+			return fs
+		}
+		return append(fs, zap.Object(a.Key, group(attrs)))
+	case slog.KindBool:
+		return append(fs, zap.Bool(a.Key, v.Bool()))
+	case slog.KindDuration:
+		return append(fs, zap.Duration(a.Key, v.Duration()))
+	case slog.KindFloat64:
+		return append(fs, zap.Float64(a.Key, v.Float64()))
+	case slog.KindInt64:
+		return append(fs, zap.Int64(a.Key, v.Int64()))
+	case slog.KindString:
+		return append(fs, zap.String(a.Key, v.String()))
+	case slog.KindTime:
+		return append(fs, zap.Time(a.Key, v.Time()))
+	case slog.KindUint64:
+		return append(fs, zap.Uint64(a.Key, v.Uint64()))
+	default:
+		return append(fs, zap.Any(a.Key, v.Any()))
+	}
+}
+
+// group marshals the attributes of a slog group as a zap object.
+type group []slog.Attr
+
+func (g group) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	var fs []zapcore.Field
+	for _, a := range g {
+		fs = appendAttr(fs, a)
+	}
+	for _, f := range fs {
+		f.AddTo(enc)
+	}
+	return nil
+}
