@@ -1,0 +1,206 @@
+// Command tusgate runs the upload gateway: a tus 1.0 endpoint whose uploads
+// are forwarded to api.video. Run `tusgate --help` for its settings.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/tusgate/tusgate/apivideo"
+	"github.com/tusgate/tusgate/config"
+	"github.com/tusgate/tusgate/forwarder"
+	"github.com/tusgate/tusgate/gateway"
+	"github.com/tusgate/tusgate/store"
+	"github.com/tusgate/tusgate/store/boltstore"
+	"github.com/tusgate/tusgate/store/redisstore"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	go func() {
+		// After the first signal, a second one ends the process at once.
+		<-ctx.Done()
+		stop()
+	}()
+	if err := run(ctx, os.Args, os.Getenv, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "tusgate:", err)
+		os.Exit(1)
+	}
+}
+
+// run is the whole program: it returns when ctx is done (after a graceful
+// shutdown) or when the gateway cannot start.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) > 1 && args[1] == "healthcheck" {
+		return healthcheck(ctx, args[2:], getenv, stdout)
+	}
+	cfg, err := config.Parse(args[1:], getenv, stdout)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(cfg, stderr)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = log.Sync() }()
+	log.Info("starting tusgate", zap.String("version", version), zap.Dict("config", cfg.Fields()...))
+
+	st, err := openStore(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
+	var fwd *forwarder.Forwarder
+	gw, err := gateway.New(gateway.Config{
+		BasePath:         cfg.BasePath,
+		DataDir:          filepath.Join(cfg.DataDir, "uploads"),
+		MaxSize:          cfg.MaxSize,
+		Plan:             store.Plan{FirstPartSize: store.MinPartSize, PartSize: cfg.PartSize},
+		CompletionWindow: cfg.CompletionWindow,
+		TokenRequired:    cfg.APIVideoAPIKey == "",
+		CORSOrigins:      cfg.CORSOrigins,
+		Logger:           log.Named("gateway"),
+	}, st, notifyFunc(func(id string) { fwd.Notify(id) }))
+	if err != nil {
+		return err
+	}
+	client := apivideo.New(cfg.APIVideoURL, apivideo.WithVersion(version))
+	fwd = forwarder.New(forwarder.Config{
+		Workers:       cfg.Workers,
+		ParallelParts: cfg.ParallelParts,
+		LeaseDuration: cfg.LeaseDuration,
+		Owner:         cfg.InstanceID,
+		Logger:        log.Named("forwarder"),
+	}, st, gw.Source(), client)
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("--listen %s: %w", cfg.Listen, err)
+	}
+	// tusd ends running PATCHes with ErrServerShutdown (the client gets a 503
+	// it can resume from) when Shutdown cancels the requests' base context.
+	srv := &http.Server{
+		Handler:           gw.Handler(),
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		BaseContext:       gw.BaseContext(context.WithoutCancel(ctx)),
+		ErrorLog:          zap.NewStdLog(log.Named("http")),
+	}
+	srv.RegisterOnShutdown(gw.Shutdown)
+
+	fwdCtx, stopFwd := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		_ = fwd.Run(fwdCtx)
+	}()
+	serveErr := make(chan error, 1)
+	go func() {
+		defer wg.Done()
+		serveErr <- srv.Serve(ln)
+	}()
+	log.Info("listening", zap.String("addr", ln.Addr().String()), zap.String("basePath", cfg.BasePath))
+
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down", zap.Duration("timeout", cfg.ShutdownTimeout))
+	case err = <-serveErr:
+		stopFwd()
+		wg.Wait()
+		return fmt.Errorf("serve: %w", err)
+	}
+	shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(shutCtx); err != nil {
+		log.Warn("http shutdown incomplete", zap.Error(err))
+		_ = srv.Close()
+	}
+	stopFwd()
+	wg.Wait()
+	log.Info("stopped")
+	return nil
+}
+
+type notifyFunc func(id string)
+
+func (f notifyFunc) Notify(id string) { f(id) }
+
+func openStore(ctx context.Context, cfg config.Config) (store.Store, error) {
+	if cfg.RedisURL != "" {
+		st, err := redisstore.Open(ctx, cfg.RedisURL, "tusgate")
+		if err != nil {
+			return nil, fmt.Errorf("--redis-url: %w", err)
+		}
+		return st, nil
+	}
+	st, err := boltstore.Open(filepath.Join(cfg.DataDir, "state.db"))
+	if err != nil {
+		return nil, fmt.Errorf("--data-dir %s: %w", cfg.DataDir, err)
+	}
+	return st, nil
+}
+
+func newLogger(cfg config.Config, w io.Writer) (*zap.Logger, error) {
+	level, err := zapcore.ParseLevel(cfg.LogLevel)
+	if err != nil {
+		return nil, fmt.Errorf("--log-level %s: %w", cfg.LogLevel, err)
+	}
+	enc := zap.NewProductionEncoderConfig()
+	enc.EncodeTime = zapcore.ISO8601TimeEncoder
+	var encoder zapcore.Encoder = zapcore.NewJSONEncoder(enc)
+	if cfg.LogFormat == "console" {
+		encoder = zapcore.NewConsoleEncoder(enc)
+	}
+	return zap.New(zapcore.NewCore(encoder, zapcore.AddSync(w), level)), nil
+}
+
+// healthcheck asks a gateway on this machine (at the configured --listen
+// port) whether it is up, for container HEALTHCHECKs in images without curl.
+func healthcheck(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	cfg, err := config.Parse(args, getenv, stdout)
+	if err != nil {
+		return err
+	}
+	_, port, err := net.SplitHostPort(cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("--listen %s: %w", cfg.Listen, err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://127.0.0.1:"+port+"/healthz", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("healthcheck: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("healthcheck: /healthz answered %s", resp.Status)
+	}
+	fmt.Fprintln(stdout, "ok")
+	return nil
+}

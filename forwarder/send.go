@@ -1,0 +1,201 @@
+package forwarder
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/tusgate/tusgate/apivideo"
+	"github.com/tusgate/tusgate/store"
+)
+
+// send claims, streams and records one part. Every outcome is written to
+// the store: delivered, released with a backoff, or a terminal failure.
+func (f *Forwarder) send(ctx context.Context, j job) {
+	log := f.log.With(zap.String("id", j.id), zap.Int("part", j.part))
+	now := f.cfg.Now()
+	var wasInFlight bool
+	u, err := f.st.Update(ctx, j.id, func(u *store.Upload) error {
+		var err error
+		wasInFlight, err = u.Claim(j.part, f.cfg.Owner, now.Add(f.cfg.LeaseDuration), now)
+		return err
+	})
+	if err != nil {
+		if ctx.Err() == nil && !errors.Is(err, store.ErrConflict) {
+			log.Warn("claim part", zap.Error(err))
+			f.retryLater(j.id, 1)
+		}
+		return
+	}
+
+	sendCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	renewed := make(chan struct{})
+	go func() {
+		defer close(renewed)
+		f.renew(sendCtx, cancel, j)
+	}()
+	video, err := f.upload(sendCtx, u, j.part)
+	cancel(nil)
+	<-renewed
+
+	if err == nil {
+		f.deliver(ctx, log, u, j.part, video)
+		return
+	}
+	if ctx.Err() != nil {
+		// Shutting down: give the part back for the next process, without
+		// counting an attempt (background context: ctx is done).
+		f.release(context.WithoutCancel(ctx), j, "interrupted by shutdown", false)
+		return
+	}
+	if cause := context.Cause(sendCtx); errors.Is(cause, errLeaseLost) {
+		log.Warn("lease lost while sending; another worker owns the part now")
+		return
+	}
+	var apiErr *apivideo.Error
+	switch {
+	case apivideo.IsCollision(err) && wasInFlight && j.part > 1:
+		// The part was in flight when a previous attempt ended without an
+		// answer: api.video has these exact bytes (the plan is deterministic).
+		log.Info("api.video already has this part from an interrupted attempt; counting it as delivered")
+		f.deliver(ctx, log, u, j.part, &apivideo.Video{VideoID: u.VideoID})
+	case apivideo.IsTransient(err) || !errors.As(err, &apiErr):
+		f.transient(ctx, log, u, j, err)
+	case apiErr.StatusCode == http.StatusUnauthorized || apiErr.StatusCode == http.StatusForbidden:
+		reason := store.ReasonTokenRejected
+		if !u.TokenDeadline.IsZero() && !f.cfg.Now().Before(u.TokenDeadline) {
+			reason = store.ReasonTokenExpired
+		}
+		f.fail(ctx, u, reason, "api.video refused the upload token: "+describe(apiErr))
+	default:
+		f.fail(ctx, u, store.ReasonRejectedByAPIVideo, "api.video refused part "+fmt.Sprint(j.part)+": "+describe(apiErr))
+	}
+}
+
+// upload streams part k from the data store to api.video.
+func (f *Forwarder) upload(ctx context.Context, u *store.Upload, k int) (*apivideo.Video, error) {
+	start, end := u.PartRange(k)
+	body, err := f.src.OpenRange(ctx, u.ID, start, end-start)
+	if err != nil {
+		return nil, fmt.Errorf("read part %d [%d,%d) from the data store: %w", k, start, end, err)
+	}
+	defer body.Close()
+	total := u.TotalParts()
+	name := u.Filename
+	if name == "" {
+		name = u.ID
+	}
+	return f.up.UploadPart(ctx, apivideo.PartRequest{
+		Token:      u.Token.Reveal(),
+		VideoID:    u.VideoID,
+		FileName:   name,
+		Part:       k,
+		TotalParts: total,
+		Body:       body,
+		Size:       end - start,
+	})
+}
+
+var errLeaseLost = errors.New("lease lost")
+
+// renew extends the part's lease every third of its duration until ctx
+// ends; if the lease is lost it cancels the send.
+func (f *Forwarder) renew(ctx context.Context, cancel context.CancelCauseFunc, j job) {
+	tick := time.NewTicker(f.cfg.LeaseDuration / 3)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		now := f.cfg.Now()
+		_, err := f.st.Update(ctx, j.id, func(u *store.Upload) error {
+			return u.Renew(j.part, f.cfg.Owner, now.Add(f.cfg.LeaseDuration), now)
+		})
+		if errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrNotFound) {
+			cancel(errLeaseLost)
+			return
+		}
+		if err != nil && ctx.Err() == nil {
+			f.log.Warn("renew lease", zap.String("id", j.id), zap.Int("part", j.part), zap.Error(err))
+		}
+	}
+}
+
+// deliver records api.video's acceptance of a part.
+func (f *Forwarder) deliver(ctx context.Context, log *zap.Logger, u *store.Upload, k int, v *apivideo.Video) {
+	assets := store.Assets{Player: v.Assets.Player, HLS: v.Assets.HLS, Thumbnail: v.Assets.Thumbnail, MP4: v.Assets.MP4}
+	now := f.cfg.Now()
+	// The acceptance must be recorded even if we are shutting down: api.video
+	// has the bytes, and forgetting the videoId would start a second video.
+	saved, err := f.st.Update(context.WithoutCancel(ctx), u.ID, func(r *store.Upload) error {
+		return r.Deliver(k, v.VideoID, assets, now)
+	})
+	if err != nil {
+		log.Error("record delivered part", zap.String("videoId", v.VideoID), zap.Error(err))
+		return
+	}
+	log.Debug("part delivered", zap.String("videoId", saved.VideoID))
+	if saved.State == store.StateDelivered {
+		log.Info("upload delivered", zap.String("videoId", saved.VideoID), zap.Int("parts", len(saved.Delivered)))
+	}
+}
+
+// transient handles a failure worth retrying: back off, or fail the upload
+// when retries are exhausted.
+func (f *Forwarder) transient(ctx context.Context, log *zap.Logger, u *store.Upload, j job, err error) {
+	attempts := u.Attempts + 1
+	if attempts >= f.cfg.MaxAttempts {
+		f.fail(ctx, u, store.ReasonRejectedByAPIVideo, fmt.Sprintf("part %d failed %d times; last error: %v", j.part, attempts, err))
+		return
+	}
+	log.Warn("part failed; will retry", zap.Int("attempt", attempts), zap.Error(err))
+	f.release(ctx, j, err.Error(), true)
+	delay := f.backoff(attempts)
+	if wait, ok := apivideo.RetryAfter(err); ok && wait > delay {
+		delay = wait
+	}
+	f.retryAfter(j.id, delay)
+}
+
+// release gives up the part's lease; counted says whether it was an attempt.
+func (f *Forwarder) release(ctx context.Context, j job, msg string, counted bool) {
+	_, err := f.st.Update(ctx, j.id, func(u *store.Upload) error {
+		attempts := u.Attempts
+		err := u.Release(j.part, f.cfg.Owner, msg, f.cfg.Now())
+		if !counted {
+			u.Attempts = attempts
+		}
+		return err
+	})
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		f.log.Warn("release part", zap.String("id", j.id), zap.Int("part", j.part), zap.Error(err))
+	}
+}
+
+func (f *Forwarder) retryLater(id string, attempts int) { f.retryAfter(id, f.backoff(attempts)) }
+
+// retryAfter keeps the upload's parts off the schedule for d.
+func (f *Forwarder) retryAfter(id string, d time.Duration) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if t := f.uploads[id]; t != nil {
+		t.notBefore = f.cfg.Now().Add(d)
+	}
+}
+
+// describe renders an api.video error for the status API (no secrets: the
+// client scrubs tokens from its errors).
+func describe(e *apivideo.Error) string {
+	s := fmt.Sprintf("%d %s", e.StatusCode, e.Title)
+	if e.Detail != "" {
+		s += ": " + e.Detail
+	}
+	return s
+}

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Runs tusgate's whole test suite on a fresh machine: static checks, then every
+# package's tests (race detector on), against a real redis-server.
+#
+# Redis: uses TUSGATE_TEST_REDIS_ADDR if set, else 127.0.0.1:6379 if a server
+# answers there, else starts a throwaway redis-server (no persistence) on a free
+# port for the duration of the run. redis-server must be installed (Debian:
+# apt-get install redis-server); as root the script installs it when missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+redis_answers() { # host port
+  (exec 3<>"/dev/tcp/$1/$2" && printf 'PING\r\n' >&3 && timeout 2 head -c 5 <&3 | grep -q PONG) 2>/dev/null
+}
+
+if ! command -v redis-server >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "test: installing redis-server (apt-get)"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server) >/dev/null
+  else
+    echo "test: redis-server is not installed; install it (apt-get install redis-server)" >&2
+    exit 1
+  fi
+fi
+
+started=""
+if [ -z "${TUSGATE_TEST_REDIS_ADDR:-}" ]; then
+  if redis_answers 127.0.0.1 6379; then
+    export TUSGATE_TEST_REDIS_ADDR=127.0.0.1:6379
+  else
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null || echo 16379)
+    dir=$(mktemp -d)
+    redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$dir" \
+      --daemonize yes --pidfile "$dir/redis.pid" --logfile "$dir/redis.log"
+    started="$dir"
+    trap 'kill "$(cat "$started/redis.pid")" 2>/dev/null || true; rm -rf "$started"' EXIT
+    for _ in $(seq 100); do redis_answers 127.0.0.1 "$port" && break; sleep 0.1; done
+    redis_answers 127.0.0.1 "$port" || { echo "test: redis-server did not start" >&2; cat "$dir/redis.log" >&2; exit 1; }
+    export TUSGATE_TEST_REDIS_ADDR=127.0.0.1:$port
+    echo "test: started redis-server on $TUSGATE_TEST_REDIS_ADDR"
+  fi
+fi
+
+echo "test: gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [ -n "$unformatted" ]; then echo "gofmt would change: $unformatted" >&2; exit 1; fi
+echo "test: go vet"
+go vet ./...
+echo "test: go test -race (redis at $TUSGATE_TEST_REDIS_ADDR)"
+go test -race -count=1 -timeout 12m ./...
