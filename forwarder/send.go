@@ -50,7 +50,7 @@ func (f *Forwarder) send(ctx context.Context, j job) {
 	if ctx.Err() != nil {
 		// Shutting down: give the part back for the next process, without
 		// counting an attempt (background context: ctx is done).
-		f.release(context.WithoutCancel(ctx), j, "interrupted by shutdown", false)
+		f.release(context.WithoutCancel(ctx), j, "interrupted by shutdown", false, true)
 		return
 	}
 	if cause := context.Cause(sendCtx); errors.Is(cause, errLeaseLost) {
@@ -156,7 +156,8 @@ func (f *Forwarder) transient(ctx context.Context, log *zap.Logger, u *store.Upl
 		return
 	}
 	log.Warn("part failed; will retry", zap.Int("attempt", attempts), zap.Error(err))
-	f.release(ctx, j, err.Error(), true)
+	var apiErr *apivideo.Error
+	f.release(ctx, j, err.Error(), true, !errors.As(err, &apiErr))
 	delay := f.backoff(attempts)
 	if wait, ok := apivideo.RetryAfter(err); ok && wait > delay {
 		delay = wait
@@ -164,15 +165,22 @@ func (f *Forwarder) transient(ctx context.Context, log *zap.Logger, u *store.Upl
 	f.retryAfter(j.id, delay)
 }
 
-// release gives up the part's lease; counted says whether it was an attempt.
-func (f *Forwarder) release(ctx context.Context, j job, msg string, counted bool) {
+// release gives up the part's lease; counted says whether it was an
+// attempt, uncertain whether api.video may have received the part (the
+// send ended without an answer).
+func (f *Forwarder) release(ctx context.Context, j job, msg string, counted, uncertain bool) {
 	_, err := f.st.Update(ctx, j.id, func(u *store.Upload) error {
 		attempts := u.Attempts
-		err := u.Release(j.part, f.cfg.Owner, msg, f.cfg.Now())
+		if err := u.Release(j.part, f.cfg.Owner, msg, f.cfg.Now()); err != nil {
+			return err
+		}
 		if !counted {
 			u.Attempts = attempts
 		}
-		return err
+		if uncertain {
+			u.MarkUncertain(j.part)
+		}
+		return nil
 	})
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		f.log.Warn("release part", zap.String("id", j.id), zap.Int("part", j.part), zap.Error(err))

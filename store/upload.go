@@ -97,8 +97,11 @@ type Upload struct {
 	DeliveredBytes int64 `json:"deliveredBytes"`
 	// InFlight holds the lease of every part being sent.
 	InFlight map[int]Lease `json:"inFlight,omitempty"`
-	VideoID  string        `json:"videoId,omitempty"`
-	Assets   Assets        `json:"assets,omitzero"`
+	// Uncertain lists, in ascending order, undelivered parts whose last send
+	// ended without an answer: api.video may have them.
+	Uncertain []int  `json:"uncertain,omitempty"`
+	VideoID   string `json:"videoId,omitempty"`
+	Assets    Assets `json:"assets,omitzero"`
 	// Token is the api.video upload token; never returned by any API.
 	Token Secret `json:"token,omitempty"`
 	// TokenDeadline is when the token expires; zero when unknown or never.
@@ -123,6 +126,7 @@ type Upload struct {
 func (u *Upload) Clone() *Upload {
 	c := *u
 	c.Delivered = slices.Clone(u.Delivered)
+	c.Uncertain = slices.Clone(u.Uncertain)
 	c.InFlight = maps.Clone(u.InFlight)
 	c.Metadata = maps.Clone(u.Metadata)
 	if u.Error != nil {
@@ -241,8 +245,9 @@ func (u *Upload) DeclareSize(size int64, now time.Time) error {
 }
 
 // Claim puts a lease on part k for owner until until. A lease held by the
-// same owner is replaced. It returns whether the part had a lease before
-// (expired or the owner's own): such a part may already be at api.video.
+// same owner is replaced. It returns whether the part may already be at
+// api.video: it had a lease before (expired, or the owner's own from before a
+// restart) or its last send ended without an answer (Uncertain).
 func (u *Upload) Claim(k int, owner string, until, now time.Time) (wasInFlight bool, err error) {
 	switch {
 	case u.State.Terminal():
@@ -258,6 +263,7 @@ func (u *Upload) Claim(k int, owner string, until, now time.Time) (wasInFlight b
 	if had && prev.Owner != owner && now.Before(prev.Until) {
 		return false, fmt.Errorf("claim part %d: leased by another owner: %w", k, ErrConflict)
 	}
+	_, uncertain := slices.BinarySearch(u.Uncertain, k)
 	if u.InFlight == nil {
 		u.InFlight = map[int]Lease{}
 	}
@@ -266,7 +272,7 @@ func (u *Upload) Claim(k int, owner string, until, now time.Time) (wasInFlight b
 		u.State = StateForwarding
 	}
 	u.touch(now)
-	return had, nil
+	return had || uncertain, nil
 }
 
 // Renew extends owner's lease on part k.
@@ -303,6 +309,9 @@ func (u *Upload) Deliver(k int, videoID string, assets Assets, now time.Time) er
 	}
 	i, _ := slices.BinarySearch(u.Delivered, k)
 	u.Delivered = slices.Insert(u.Delivered, i, k)
+	if i, ok := slices.BinarySearch(u.Uncertain, k); ok {
+		u.Uncertain = slices.Delete(u.Uncertain, i, i+1)
+	}
 	start, end := u.PartRange(k)
 	u.DeliveredBytes += end - start
 	u.Attempts, u.LastError = 0, ""
@@ -327,6 +336,15 @@ func (u *Upload) Release(k int, owner, msg string, now time.Time) error {
 	u.LastError = msg
 	u.touch(now)
 	return nil
+}
+
+// MarkUncertain records that a send of part k ended without an answer, so
+// api.video may have it: a later "part already sent" collision then means
+// delivered.
+func (u *Upload) MarkUncertain(k int) {
+	if i, ok := slices.BinarySearch(u.Uncertain, k); !ok && !u.IsDelivered(k) {
+		u.Uncertain = slices.Insert(u.Uncertain, i, k)
+	}
 }
 
 // Fail ends the upload with a reason; a terminal upload is left as it is.

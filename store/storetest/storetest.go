@@ -66,7 +66,8 @@ func FullUpload(id string) *store.Upload {
 			2: {Owner: "gw-a", Until: base.Add(time.Minute)},
 			4: {Owner: "gw-b", Until: base.Add(2 * time.Minute)},
 		},
-		VideoID: "vi4k0jvEUuaTdRAEjQ4Jfrgz",
+		Uncertain: []int{5},
+		VideoID:   "vi4k0jvEUuaTdRAEjQ4Jfrgz",
 		Assets: store.Assets{
 			Player:    "https://embed.api.video/vod/vi4k0jvEUuaTdRAEjQ4Jfrgz",
 			HLS:       "https://vod.api.video/vod/vi4k0jvEUuaTdRAEjQ4Jfrgz/hls/manifest.m3u8",

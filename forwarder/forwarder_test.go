@@ -1,0 +1,516 @@
+package forwarder_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tusgate/tusgate/apivideo"
+	"github.com/tusgate/tusgate/apivideo/apivideotest"
+	"github.com/tusgate/tusgate/forwarder"
+	"github.com/tusgate/tusgate/store"
+	"github.com/tusgate/tusgate/store/boltstore"
+)
+
+const MiB = 1 << 20
+
+var plan5 = store.Plan{FirstPartSize: 5 * MiB, PartSize: 5 * MiB}
+
+// memSource serves uploads' bytes from memory, refusing ranges past what
+// the test says has been received.
+type memSource struct {
+	mu       sync.Mutex
+	data     map[string][]byte
+	received map[string]int64
+}
+
+func newMemSource() *memSource {
+	return &memSource{data: map[string][]byte{}, received: map[string]int64{}}
+}
+
+func (m *memSource) put(id string, b []byte, received int64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.data[id], m.received[id] = b, received
+}
+
+func (m *memSource) OpenRange(_ context.Context, id string, off, n int64) (io.ReadCloser, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if off+n > m.received[id] {
+		return nil, fmt.Errorf("range [%d,%d) of %s not received (have %d)", off, off+n, id, m.received[id])
+	}
+	return io.NopCloser(bytes.NewReader(m.data[id][off : off+n])), nil
+}
+
+type env struct {
+	stop func() // stops the running forwarder
+	t    *testing.T
+	st   *boltstore.Store
+	src  *memSource
+	emu  *apivideotest.Server
+	fwd  *forwarder.Forwarder
+}
+
+// newEnv starts a forwarder on a fresh embedded store against a fresh
+// emulator; it stops when the test ends.
+func newEnv(t *testing.T, cfg forwarder.Config) *env {
+	t.Helper()
+	st, err := boltstore.Open(filepath.Join(t.TempDir(), "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	emu := apivideotest.NewServer()
+	t.Cleanup(emu.Close)
+	e := &env{t: t, st: st, src: newMemSource(), emu: emu}
+	e.start(cfg)
+	return e
+}
+
+// start runs a new forwarder (as after a restart) until the test ends or
+// the returned stop is called.
+func (e *env) start(cfg forwarder.Config) (stop func()) {
+	if cfg.Owner == "" {
+		cfg.Owner = "test"
+	}
+	if cfg.MinBackoff == 0 {
+		cfg.MinBackoff, cfg.MaxBackoff = time.Millisecond, 10*time.Millisecond
+	}
+	fwd := forwarder.New(cfg, e.st, e.src, apivideo.New(e.emu.URL))
+	ctx, cancel := context.WithCancel(e.t.Context())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = fwd.Run(ctx)
+	}()
+	e.fwd = fwd
+	stop = func() { cancel(); <-done }
+	e.t.Cleanup(stop)
+	e.stop = stop
+	return stop
+}
+
+// addUpload stores a record and its bytes, of which received are in.
+func (e *env) addUpload(id, token string, data []byte, received int64, mutate func(*store.Upload)) {
+	e.t.Helper()
+	now := time.Now()
+	u := &store.Upload{
+		ID: id, State: store.StateReceiving, Size: int64(len(data)), Plan: plan5,
+		Token: store.Secret(token), CompletionWindow: 24 * time.Hour, Filename: id + ".mp4",
+		CreatedAt: now, UpdatedAt: now,
+	}
+	u.Received = received
+	u.Complete = received == int64(len(data))
+	if mutate != nil {
+		mutate(u)
+	}
+	e.src.put(id, data, received)
+	if err := e.st.Create(e.t.Context(), u); err != nil {
+		e.t.Fatal(err)
+	}
+	e.fwd.Notify(id)
+}
+
+// receive simulates the gateway recording more bytes.
+func (e *env) receive(id string, received int64, complete bool, declare int64) {
+	e.t.Helper()
+	e.src.mu.Lock()
+	e.src.received[id] = received
+	e.src.mu.Unlock()
+	_, err := e.st.Update(e.t.Context(), id, func(u *store.Upload) error {
+		if declare > 0 {
+			if err := u.DeclareSize(declare, time.Now()); err != nil {
+				return err
+			}
+		}
+		return u.RecordReceived(received, complete, time.Now())
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.fwd.Notify(id)
+}
+
+// waitUpload polls the store until pred holds.
+func (e *env) waitUpload(id string, what string, pred func(*store.Upload) bool) *store.Upload {
+	e.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	var last *store.Upload
+	for time.Now().Before(deadline) {
+		u, err := e.st.Get(e.t.Context(), id)
+		if err == nil && pred(u) {
+			return u
+		}
+		last = u
+		waitABit(e.t)
+	}
+	var failure store.Failure
+	if last != nil && last.Error != nil {
+		failure = *last.Error
+	}
+	e.t.Fatalf("upload %s: timed out waiting for %s; last record: %+v (error %+v)", id, what, last, failure)
+	return nil
+}
+
+// waitFor polls cond until it holds or a deadline passes.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return
+		}
+		waitABit(t)
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
+
+// waitABit yields between polls of a condition.
+func waitABit(t *testing.T) {
+	select {
+	case <-t.Context().Done():
+	case <-time.After(5 * time.Millisecond):
+	}
+}
+
+func delivered(u *store.Upload) bool { return u.State == store.StateDelivered }
+
+func randomBytes(seed uint64, n int) []byte {
+	r := rand.New(rand.NewPCG(seed, seed))
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	return b
+}
+
+func sha(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+// onlyVideo returns the one video the emulator holds for token.
+func (e *env) onlyVideo(token string) apivideotest.VideoInfo {
+	e.t.Helper()
+	var got []apivideotest.VideoInfo
+	for _, v := range e.emu.Videos() {
+		if v.Token == token {
+			got = append(got, v)
+		}
+	}
+	if len(got) != 1 {
+		e.t.Fatalf("videos for token: got %d, want 1", len(got))
+	}
+	return got[0]
+}
+
+func (e *env) uploadRequests(token string) []apivideotest.Request {
+	var out []apivideotest.Request
+	for _, r := range e.emu.Requests() {
+		if r.Path == "/upload" && r.Token == token {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func TestDeliversEveryPartOnce(t *testing.T) {
+	e := newEnv(t, forwarder.Config{})
+	tok := e.emu.CreateToken(0)
+	data := randomBytes(1, 12*MiB+123)
+	e.addUpload("up1", tok, data, int64(len(data)), nil)
+
+	u := e.waitUpload("up1", "delivered", delivered)
+	v := e.onlyVideo(tok)
+	if !v.Complete || v.SHA256 != sha(data) {
+		t.Fatalf("video: complete %v sha %s, want complete with sha %s", v.Complete, v.SHA256, sha(data))
+	}
+	if u.VideoID != v.ID || u.DeliveredBytes != int64(len(data)) {
+		t.Errorf("record: videoId %q delivered %d, want %q and %d", u.VideoID, u.DeliveredBytes, v.ID, len(data))
+	}
+	if u.Assets.Player == "" || u.Assets.HLS == "" {
+		t.Errorf("record assets: got %+v, want player and hls URLs", u.Assets)
+	}
+	sizes := make([]int64, len(v.Parts))
+	for _, p := range v.Parts {
+		if p.Number < 1 || p.Number > len(v.Parts) {
+			t.Fatalf("part number %d out of range", p.Number)
+		}
+		sizes[p.Number-1] = p.Size
+	}
+	if want := []int64{5 * MiB, 5 * MiB, 2*MiB + 123}; fmt.Sprint(sizes) != fmt.Sprint(want) {
+		t.Errorf("part sizes: got %v, want %v", sizes, want)
+	}
+	for _, r := range e.uploadRequests(tok) {
+		if r.Part > 1 && r.VideoID != v.ID {
+			t.Errorf("part %d sent with videoId %q, want %q", r.Part, r.VideoID, v.ID)
+		}
+		if got := r.Header.Get("AV-Origin-Client"); got == "" {
+			t.Errorf("part %d: no AV-Origin-Client header", r.Part)
+		}
+	}
+}
+
+func TestSendsPartsWhileReceiving(t *testing.T) {
+	e := newEnv(t, forwarder.Config{})
+	tok := e.emu.CreateToken(0)
+	data := randomBytes(2, 12*MiB)
+	e.addUpload("up", tok, data, 6*MiB, nil)
+
+	// Part 1 goes out while the client is still sending.
+	e.waitUpload("up", "part 1 delivered", func(u *store.Upload) bool { return u.IsDelivered(1) })
+	if u, _ := e.st.Get(t.Context(), "up"); u.Complete || u.IsDelivered(2) {
+		t.Fatalf("got complete=%v part2=%v before the bytes arrived", u.Complete, u.IsDelivered(2))
+	}
+	e.receive("up", 11*MiB, false, 0)
+	e.waitUpload("up", "part 2 delivered", func(u *store.Upload) bool { return u.IsDelivered(2) })
+	e.receive("up", 12*MiB, true, 0)
+	e.waitUpload("up", "delivered", delivered)
+	if v := e.onlyVideo(tok); v.SHA256 != sha(data) {
+		t.Fatalf("video sha: got %s, want %s", v.SHA256, sha(data))
+	}
+}
+
+func TestDeferredLengthSendsOpenPartsThenTheLast(t *testing.T) {
+	e := newEnv(t, forwarder.Config{})
+	tok := e.emu.CreateToken(0)
+	data := randomBytes(3, 12*MiB)
+	// Exactly 10 MiB received: part 2 ends there, so it might be the last
+	// part and must wait until a byte beyond it or the size is known.
+	e.addUpload("def", tok, data, 10*MiB, func(u *store.Upload) { u.SizeDeferred, u.Size = true, 0 })
+	e.waitUpload("def", "part 1", func(u *store.Upload) bool { return u.IsDelivered(1) })
+	e.receive("def", 10*MiB+1, false, 0)
+	e.waitUpload("def", "part 2", func(u *store.Upload) bool { return u.IsDelivered(2) })
+	e.receive("def", 12*MiB, true, 12*MiB)
+	e.waitUpload("def", "delivered", delivered)
+
+	var ranges []string
+	for _, r := range e.uploadRequests(tok) {
+		ranges = append(ranges, r.ContentRange)
+	}
+	if want := "[part 1/* part 2/* part 3/3]"; fmt.Sprint(ranges) != want {
+		t.Errorf("Content-Range: got %v, want %s", ranges, want)
+	}
+	if v := e.onlyVideo(tok); !v.Complete || v.SHA256 != sha(data) {
+		t.Errorf("video: complete %v, sha match %v", v.Complete, v.SHA256 == sha(data))
+	}
+}
+
+func TestSmallUploadIsOnePart(t *testing.T) {
+	e := newEnv(t, forwarder.Config{})
+	tok := e.emu.CreateToken(0)
+	data := randomBytes(4, 100<<10)
+	e.addUpload("small", tok, data, int64(len(data)), nil)
+	e.waitUpload("small", "delivered", delivered)
+	reqs := e.uploadRequests(tok)
+	if len(reqs) != 1 || reqs[0].ContentRange != "part 1/1" {
+		t.Fatalf("requests: got %+v, want one with part 1/1", reqs)
+	}
+}
+
+func TestRetriesTransientFailures(t *testing.T) {
+	e := newEnv(t, forwarder.Config{})
+	tok := e.emu.CreateToken(0)
+	e.emu.FailNext(2, apivideotest.StatusFault(http.StatusBadGateway))
+	e.emu.FailNext(1, apivideotest.CutFault(1<<20))
+	data := randomBytes(5, 7*MiB)
+	e.addUpload("flaky", tok, data, int64(len(data)), nil)
+	e.waitUpload("flaky", "delivered", delivered)
+	if v := e.onlyVideo(tok); v.SHA256 != sha(data) {
+		t.Fatal("video bytes differ from the source")
+	}
+}
+
+func TestWaitsAsToldOn429(t *testing.T) {
+	e := newEnv(t, forwarder.Config{})
+	tok := e.emu.CreateToken(0)
+	e.emu.FailNext(1, apivideotest.RateLimitFault(time.Second))
+	data := randomBytes(6, 1*MiB)
+	e.addUpload("limited", tok, data, int64(len(data)), nil)
+	e.waitUpload("limited", "delivered", delivered)
+	reqs := e.uploadRequests(tok)
+	if len(reqs) != 2 || reqs[0].Status != http.StatusTooManyRequests {
+		t.Fatalf("requests: got %d (first status %d), want a 429 then a retry", len(reqs), reqs[0].Status)
+	}
+	if gap := reqs[1].Time.Sub(reqs[0].Time); gap < time.Second {
+		t.Errorf("retry came %v after the 429, want ≥ 1s (X-RateLimit-Retry-After)", gap)
+	}
+}
+
+func TestRejectedTokenFailsOnlyItsUpload(t *testing.T) {
+	e := newEnv(t, forwarder.Config{})
+	bad := e.emu.CreateToken(0)
+	e.emu.RevokeToken(bad)
+	good := e.emu.CreateToken(0)
+	e.addUpload("bad", bad, randomBytes(7, 6*MiB), 6*MiB, nil)
+	e.addUpload("good", good, randomBytes(8, 6*MiB), 6*MiB, nil)
+
+	u := e.waitUpload("bad", "failed", func(u *store.Upload) bool { return u.State == store.StateFailed })
+	if u.Error == nil || u.Error.Reason != store.ReasonTokenRejected || u.Error.Message == "" {
+		t.Errorf("error: got %+v, want reason %s with a message", u.Error, store.ReasonTokenRejected)
+	}
+	e.waitUpload("good", "delivered", delivered)
+}
+
+func TestOtherClientErrorsFailWithAPIVideosReason(t *testing.T) {
+	e := newEnv(t, forwarder.Config{})
+	tok := e.emu.CreateToken(0)
+	e.emu.FailNext(1, apivideotest.StatusFault(http.StatusBadRequest))
+	e.addUpload("refused", tok, randomBytes(9, 1*MiB), 1*MiB, nil)
+	u := e.waitUpload("refused", "failed", func(u *store.Upload) bool { return u.State == store.StateFailed })
+	if u.Error.Reason != store.ReasonRejectedByAPIVideo {
+		t.Errorf("reason: got %q, want %q", u.Error.Reason, store.ReasonRejectedByAPIVideo)
+	}
+	if len(e.uploadRequests(tok)) != 1 {
+		t.Errorf("a 400 was retried: got %d requests, want 1", len(e.uploadRequests(tok)))
+	}
+}
+
+func TestFirstPartsGoBeforeLaterParts(t *testing.T) {
+	e := newEnv(t, forwarder.Config{Workers: 1})
+	tokA, tokB := e.emu.CreateToken(0), e.emu.CreateToken(0)
+	// A's part 1 is delivered; its parts 2 and 3 wait. B's part 1 arrives
+	// later but is more urgent than any later part.
+	dataA := randomBytes(10, 15*MiB)
+	e.addUpload("a", tokA, dataA, 5*MiB+1, nil)
+	e.waitUpload("a", "part 1 of a", func(u *store.Upload) bool { return u.IsDelivered(1) })
+	e.stop() // no forwarder runs while the next state is staged
+	e.src.mu.Lock()
+	e.src.received["a"] = 15 * MiB
+	e.src.mu.Unlock()
+	if _, err := e.st.Update(t.Context(), "a", func(u *store.Upload) error { return u.RecordReceived(15*MiB, true, time.Now()) }); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(time.Hour)
+	e.src.put("b", randomBytes(11, 6*MiB), 6*MiB)
+	now := time.Now()
+	if err := e.st.Create(t.Context(), &store.Upload{ID: "b", State: store.StateReceiving, Size: 6 * MiB, Received: 6 * MiB, Complete: true,
+		Plan: plan5, Token: store.Secret(tokB), TokenDeadline: deadline, CompletionWindow: 24 * time.Hour, CreatedAt: now, UpdatedAt: now}); err != nil {
+		t.Fatal(err)
+	}
+	e.start(forwarder.Config{Workers: 1})
+	e.waitUpload("a", "a delivered", delivered)
+	e.waitUpload("b", "b delivered", delivered)
+
+	var order []string
+	for _, r := range e.emu.Requests() {
+		if r.Path != "/upload" {
+			continue
+		}
+		who := "a"
+		if r.Token == tokB {
+			who = "b"
+		}
+		order = append(order, fmt.Sprintf("%s%d", who, r.Part))
+	}
+	if want := "[a1 b1 a2 a3 b2]"; fmt.Sprint(order) != want {
+		t.Errorf("send order: got %v, want %s (first parts before later parts)", order, want)
+	}
+}
+
+func TestRestartResumesWithoutASecondVideo(t *testing.T) {
+	for _, tc := range []struct {
+		name, owner string
+	}{
+		{"same owner takes its stale lease back", "test"},
+		{"another owner waits for the lease to expire", "other"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, forwarder.Config{LeaseDuration: time.Second})
+			tok := e.emu.CreateToken(0)
+			data := randomBytes(12, 17*MiB)
+			// Part 2 hangs at api.video until the first forwarder is gone.
+			hang := make(chan struct{})
+			e.emu.InjectFault(func(r apivideotest.FaultRequest) apivideotest.Fault {
+				select {
+				case <-hang:
+					if r.IsUpload() && r.Part == 2 {
+						return apivideotest.DelayFault(time.Minute)
+					}
+				default:
+				}
+				return apivideotest.Fault{}
+			})
+			close(hang)
+			e.addUpload("r", tok, data, int64(len(data)), nil)
+			waitFor(t, "part 2 at api.video", func() bool {
+				for _, r := range e.emu.Requests() {
+					if r.Part == 2 {
+						return true
+					}
+				}
+				return false
+			})
+			e.stop()
+			e.emu.ClearFaults()
+			// A crashed process leaves its lease behind.
+			if _, err := e.st.Update(t.Context(), "r", func(u *store.Upload) error {
+				_, err := u.Claim(2, "test", time.Now().Add(time.Second), time.Now())
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+			e.start(forwarder.Config{Owner: tc.owner, LeaseDuration: time.Second})
+			u := e.waitUpload("r", "delivered", delivered)
+			if v := e.onlyVideo(tok); v.SHA256 != sha(data) || v.ID != u.VideoID {
+				t.Fatalf("video: identical %v, id %s, want the recorded %s", v.SHA256 == sha(data), v.ID, u.VideoID)
+			}
+		})
+	}
+}
+
+func TestPartAlreadyAtAPIVideoCountsAsDelivered(t *testing.T) {
+	e := newEnv(t, forwarder.Config{})
+	tok := e.emu.CreateToken(0)
+	data := randomBytes(13, 12*MiB)
+	// api.video stores part 2 but the answer is lost: the retry collides,
+	// and the forwarder, which had the part in flight, counts it delivered.
+	var lost sync.Once
+	e.emu.InjectFault(func(r apivideotest.FaultRequest) apivideotest.Fault {
+		f := apivideotest.Fault{}
+		if r.IsUpload() && r.Part == 2 {
+			lost.Do(func() { f = apivideotest.LostAnswerFault() })
+		}
+		return f
+	})
+	e.addUpload("lost", tok, data, int64(len(data)), nil)
+	e.waitUpload("lost", "delivered", delivered)
+	v := e.onlyVideo(tok)
+	if !v.Complete || v.SHA256 != sha(data) {
+		t.Fatalf("video complete %v, identical %v", v.Complete, v.SHA256 == sha(data))
+	}
+	collided := false
+	for _, r := range e.uploadRequests(tok) {
+		if r.Part == 2 && r.Status == http.StatusBadRequest {
+			collided = true
+		}
+	}
+	if !collided {
+		t.Error("the emulator saw no collision on part 2; the test did not exercise the lost answer")
+	}
+}
+
+func TestTokenDeadlinePassedBeforePart1(t *testing.T) {
+	e := newEnv(t, forwarder.Config{})
+	tok := e.emu.CreateToken(0)
+	e.addUpload("late", tok, randomBytes(14, 6*MiB), 3*MiB, func(u *store.Upload) {
+		u.TokenDeadline = time.Now().Add(-time.Second)
+	})
+	u := e.waitUpload("late", "failed", func(u *store.Upload) bool { return u.State == store.StateFailed })
+	if u.Error.Reason != store.ReasonDeadlineMissed {
+		t.Errorf("reason: got %q, want %q", u.Error.Reason, store.ReasonDeadlineMissed)
+	}
+	if n := len(e.uploadRequests(tok)); n != 0 {
+		t.Errorf("requests to api.video: got %d, want 0", n)
+	}
+}
