@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/tusgate/tusgate/apivideo"
@@ -41,6 +42,11 @@ type Uploader interface {
 	UploadPart(ctx context.Context, req apivideo.PartRequest) (*apivideo.Video, error)
 }
 
+// Minter creates api.video upload tokens (managed mode).
+type Minter interface {
+	CreateUploadToken(ctx context.Context, ttl time.Duration) (*apivideo.UploadToken, error)
+}
+
 // Config tunes a Forwarder. Zero values take the documented defaults.
 type Config struct {
 	// Workers bounds the parts in flight across all uploads. Default 4.
@@ -63,6 +69,14 @@ type Config struct {
 	// Resync is how often every active upload is reloaded from the store,
 	// to pick up leases that expired elsewhere. Default LeaseDuration.
 	Resync time.Duration
+	// Minter mints upload tokens for managed uploads (store.Upload.
+	// TokenManaged) just before their part 1 is sent. Nil: managed uploads
+	// fail with token_rejected.
+	Minter Minter
+	// TokenTTL is the lifetime of minted tokens. Default 1h.
+	TokenTTL time.Duration
+	// Registerer receives the forwarder's Prometheus metrics; nil: none.
+	Registerer prometheus.Registerer
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 	// Logger receives the forwarder's logs. Default zap.NewNop().
@@ -91,6 +105,9 @@ func (c *Config) setDefaults() {
 	if c.Resync <= 0 {
 		c.Resync = c.LeaseDuration
 	}
+	if c.TokenTTL <= 0 {
+		c.TokenTTL = time.Hour
+	}
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -107,6 +124,7 @@ type Forwarder struct {
 	src Source
 	up  Uploader
 	log *zap.Logger
+	m   *metrics
 
 	wake chan struct{}
 
@@ -132,6 +150,7 @@ func New(cfg Config, st Store, src Source, up Uploader) *Forwarder {
 		src:     src,
 		up:      up,
 		log:     cfg.Logger,
+		m:       newMetrics(cfg.Registerer),
 		wake:    make(chan struct{}, 1),
 		dirty:   map[string]bool{},
 		uploads: map[string]*tracked{},
@@ -219,6 +238,7 @@ func (f *Forwarder) schedule(ctx context.Context, wg *sync.WaitGroup) time.Time 
 			next = t
 		}
 	}
+	defer f.observeQueue(now)
 	for f.busy < f.cfg.Workers {
 		j, ok := f.pick(now, later)
 		if !ok {
@@ -227,6 +247,7 @@ func (f *Forwarder) schedule(ctx context.Context, wg *sync.WaitGroup) time.Time 
 		t := f.uploads[j.id]
 		t.inFlight[j.part] = true
 		f.busy++
+		f.m.inFlight.Inc()
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -234,12 +255,35 @@ func (f *Forwarder) schedule(ctx context.Context, wg *sync.WaitGroup) time.Time 
 			f.mu.Lock()
 			delete(t.inFlight, j.part)
 			f.busy--
+			f.m.inFlight.Dec()
 			f.dirty[j.id] = true
 			f.mu.Unlock()
 			f.poke()
 		}()
 	}
 	return next
+}
+
+// observeQueue sets the queue-depth gauges: the ready parts not yet
+// started. Caller holds f.mu.
+func (f *Forwarder) observeQueue(now time.Time) {
+	var first, later int
+	for _, t := range f.uploads {
+		if t.notBefore.After(now) {
+			continue
+		}
+		for _, k := range t.rec.ReadyPartsFor(f.cfg.Owner, now) {
+			switch {
+			case t.inFlight[k]:
+			case k == 1:
+				first++
+			default:
+				later++
+			}
+		}
+	}
+	f.m.queueDepth.WithLabelValues("first").Set(float64(first))
+	f.m.queueDepth.WithLabelValues("later").Set(float64(later))
 }
 
 // job is one part to send, with the record it was planned from.
@@ -261,7 +305,7 @@ func (f *Forwarder) pick(now time.Time, later func(time.Time)) (job, bool) {
 			later(t.notBefore)
 			continue
 		}
-		if u.VideoID == "" && !u.TokenDeadline.IsZero() {
+		if u.VideoID == "" && !u.TokenDeadline.IsZero() && !u.TokenManaged {
 			later(u.TokenDeadline)
 		}
 		limit := f.cfg.ParallelParts
@@ -381,7 +425,7 @@ func (f *Forwarder) checkDeadlines(ctx context.Context, u *store.Upload) *store.
 	switch {
 	case u.Complete && !u.SizeDeferred && u.Size == 0:
 		reason, msg = store.ReasonEmptyUpload, "the upload has no bytes; api.video needs at least one"
-	case u.VideoID == "" && !u.TokenDeadline.IsZero() && !now.Before(u.TokenDeadline):
+	case u.VideoID == "" && !u.TokenManaged && !u.TokenDeadline.IsZero() && !now.Before(u.TokenDeadline):
 		reason, msg = store.ReasonDeadlineMissed, fmt.Sprintf("the upload token expired at %s before the first part reached api.video", u.TokenDeadline.UTC().Format(time.RFC3339))
 	case u.VideoID != "" && !u.CompletionDeadline.IsZero() && !now.Before(u.CompletionDeadline):
 		reason, msg = store.ReasonDeadlineMissed, fmt.Sprintf("api.video's completion window ended at %s before the last part was delivered", u.CompletionDeadline.UTC().Format(time.RFC3339))
@@ -407,6 +451,10 @@ func (f *Forwarder) fail(ctx context.Context, u *store.Upload, reason, msg strin
 		return u
 	}
 	f.log.Warn("upload failed", zap.String("id", u.ID), zap.String("reason", reason), zap.String("message", msg))
+	f.m.failures.WithLabelValues("permanent").Inc()
+	if reason == store.ReasonDeadlineMissed {
+		f.m.deadlineMisses.Inc()
+	}
 	return saved
 }
 

@@ -10,9 +10,12 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tusgate/tusgate/apivideo"
 	"github.com/tusgate/tusgate/apivideo/apivideotest"
@@ -513,4 +516,110 @@ func TestTokenDeadlinePassedBeforePart1(t *testing.T) {
 	if n := len(e.uploadRequests(tok)); n != 0 {
 		t.Errorf("requests to api.video: got %d, want 0", n)
 	}
+}
+
+func TestManagedUploadMintsItsToken(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		refusals  int
+		wantState store.State
+		wantMints int
+	}{
+		{"minted just before part 1", 0, store.StateDelivered, 1},
+		{"a refused token is replaced once", 1, store.StateDelivered, 2},
+		{"a second refusal fails the upload", 2, store.StateFailed, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			reg := prometheus.NewRegistry()
+			e := newEnv(t, forwarder.Config{})
+			e.stop()
+			e.start(forwarder.Config{
+				Minter:     apivideo.New(e.emu.URL, apivideo.WithAPIKey(apivideotest.DefaultAPIKey)),
+				TokenTTL:   time.Hour,
+				Registerer: reg,
+			})
+			e.emu.FailNext(tc.refusals, apivideotest.StatusFault(http.StatusUnauthorized))
+			data := randomBytes(20, 6*MiB)
+			e.addUpload("m", "", data, int64(len(data)), func(u *store.Upload) { u.TokenManaged = true })
+			u := e.waitUpload("m", string(tc.wantState), func(u *store.Upload) bool { return u.State == tc.wantState })
+			if u.TokenMints != tc.wantMints {
+				t.Errorf("tokens minted: got %d, want %d", u.TokenMints, tc.wantMints)
+			}
+			if got := metricValue(t, reg, "tusgate_tokens_minted_total"); got != float64(tc.wantMints) {
+				t.Errorf("tusgate_tokens_minted_total: got %v, want %d", got, tc.wantMints)
+			}
+			if tc.wantState != store.StateDelivered {
+				if u.Error == nil || u.Error.Reason != store.ReasonTokenRejected {
+					t.Errorf("error: got %+v, want %s", u.Error, store.ReasonTokenRejected)
+				}
+				return
+			}
+			v := e.onlyVideo(u.Token.Reveal())
+			if !v.Complete || v.SHA256 != sha(data) || !strings.HasPrefix(v.Token, "to") {
+				t.Errorf("video: complete %v identical %v token %q…", v.Complete, v.SHA256 == sha(data), v.Token[:2])
+			}
+			if u.TokenDeadline.IsZero() {
+				t.Error("minted token's deadline not recorded")
+			}
+		})
+	}
+}
+
+func TestMetrics(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	e := newEnv(t, forwarder.Config{})
+	e.stop()
+	e.start(forwarder.Config{Registerer: reg})
+	tok := e.emu.CreateToken(0)
+	e.addUpload("ok", tok, randomBytes(21, 11*MiB), 11*MiB, func(u *store.Upload) {
+		u.TokenDeadline = time.Now().Add(time.Hour)
+	})
+	e.addUpload("late", tok, randomBytes(22, 1*MiB), 1*MiB, func(u *store.Upload) {
+		u.TokenDeadline = time.Now().Add(-time.Minute)
+	})
+	e.waitUpload("ok", "delivered", delivered)
+	e.waitUpload("late", "failed", func(u *store.Upload) bool { return u.State == store.StateFailed })
+
+	if got := metricValue(t, reg, "tusgate_parts_delivered_total"); got != 3 {
+		t.Errorf("parts delivered: got %v, want 3", got)
+	}
+	if got := metricValue(t, reg, "tusgate_deadline_misses_total"); got != 1 {
+		t.Errorf("deadline misses: got %v, want 1", got)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "tusgate_first_part_deadline_margin_seconds" {
+			h := mf.GetMetric()[0].GetHistogram()
+			if h.GetSampleCount() != 1 || h.GetSampleSum() < 3500 || h.GetSampleSum() > 3600 {
+				t.Errorf("deadline margin: got %d samples summing %vs, want 1 near 3600s", h.GetSampleCount(), h.GetSampleSum())
+			}
+		}
+	}
+	if got := metricValue(t, reg, "tusgate_forwarder_parts_in_flight"); got != 0 {
+		t.Errorf("parts in flight after everything finished: got %v, want 0", got)
+	}
+}
+
+// metricValue returns the value of the one counter or gauge series name.
+func metricValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name || len(mf.GetMetric()) != 1 {
+			continue
+		}
+		m := mf.GetMetric()[0]
+		if m.Counter != nil {
+			return m.GetCounter().GetValue()
+		}
+		return m.GetGauge().GetValue()
+	}
+	t.Fatalf("metric %s: no single series registered", name)
+	return 0
 }

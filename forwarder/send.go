@@ -32,6 +32,18 @@ func (f *Forwarder) send(ctx context.Context, j job) {
 		return
 	}
 
+	if j.part == 1 && u.TokenManaged {
+		if u, err = f.ensureToken(ctx, u); err != nil {
+			if ctx.Err() == nil {
+				log.Warn("mint upload token", zap.Error(err))
+				f.m.failures.WithLabelValues("transient").Inc()
+			}
+			f.release(context.WithoutCancel(ctx), j, "mint upload token: "+err.Error(), ctx.Err() == nil, false)
+			f.retryLater(j.id, u.Attempts+1)
+			return
+		}
+	}
+
 	sendCtx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	renewed := make(chan struct{})
@@ -66,7 +78,11 @@ func (f *Forwarder) send(ctx context.Context, j job) {
 		f.deliver(ctx, log, u, j.part, &apivideo.Video{VideoID: u.VideoID})
 	case apivideo.IsTransient(err) || !errors.As(err, &apiErr):
 		f.transient(ctx, log, u, j, err)
-	case apiErr.StatusCode == http.StatusUnauthorized || apiErr.StatusCode == http.StatusForbidden:
+	case isTokenRefusal(apiErr) && j.part == 1 && u.TokenManaged && u.TokenMints < 2:
+		// A minted token refused before part 1 was accepted is replaced once.
+		log.Warn("api.video refused a minted token; minting another", zap.String("error", describe(apiErr)))
+		f.dropToken(ctx, j, describe(apiErr))
+	case isTokenRefusal(apiErr):
 		reason := store.ReasonTokenRejected
 		if !u.TokenDeadline.IsZero() && !f.cfg.Now().Before(u.TokenDeadline) {
 			reason = store.ReasonTokenExpired
@@ -74,6 +90,54 @@ func (f *Forwarder) send(ctx context.Context, j job) {
 		f.fail(ctx, u, reason, "api.video refused the upload token: "+describe(apiErr))
 	default:
 		f.fail(ctx, u, store.ReasonRejectedByAPIVideo, "api.video refused part "+fmt.Sprint(j.part)+": "+describe(apiErr))
+	}
+}
+
+func isTokenRefusal(e *apivideo.Error) bool {
+	return e.StatusCode == http.StatusUnauthorized || e.StatusCode == http.StatusForbidden
+}
+
+// tokenMargin is the least lifetime a minted token must have left to be
+// used for part 1; a token closer to its end is replaced first.
+const tokenMargin = time.Minute
+
+// ensureToken mints an upload token for a managed upload whose part 1 is
+// about to be sent, unless it holds one with time to spare.
+func (f *Forwarder) ensureToken(ctx context.Context, u *store.Upload) (*store.Upload, error) {
+	now := f.cfg.Now()
+	if u.Token != "" && (u.TokenDeadline.IsZero() || u.TokenDeadline.Sub(now) > tokenMargin) {
+		return u, nil
+	}
+	if f.cfg.Minter == nil {
+		return u, errors.New("managed upload but no API key configured to mint tokens")
+	}
+	tok, err := f.cfg.Minter.CreateUploadToken(ctx, f.cfg.TokenTTL)
+	if err != nil {
+		return u, err
+	}
+	var deadline time.Time
+	if tok.ExpiresAt != nil {
+		deadline = *tok.ExpiresAt
+	}
+	saved, err := f.st.Update(ctx, u.ID, func(r *store.Upload) error {
+		return r.SetToken(tok.Token, deadline, now)
+	})
+	if err != nil {
+		return u, fmt.Errorf("record minted token: %w", err)
+	}
+	f.m.tokensMinted.Inc()
+	return saved, nil
+}
+
+// dropToken forgets a managed upload's refused token and gives part 1 back,
+// so the next attempt mints another.
+func (f *Forwarder) dropToken(ctx context.Context, j job, msg string) {
+	_, err := f.st.Update(ctx, j.id, func(u *store.Upload) error {
+		u.Token = ""
+		return u.Release(j.part, f.cfg.Owner, "token refused: "+msg, f.cfg.Now())
+	})
+	if err != nil {
+		f.log.Warn("drop refused token", zap.String("id", j.id), zap.Error(err))
 	}
 }
 
@@ -142,6 +206,12 @@ func (f *Forwarder) deliver(ctx context.Context, log *zap.Logger, u *store.Uploa
 		return
 	}
 	log.Debug("part delivered", zap.String("videoId", saved.VideoID))
+	f.m.delivered.Inc()
+	start, end := saved.PartRange(k)
+	f.m.deliveredBytes.Add(float64(end - start))
+	if k == 1 {
+		f.m.firstPartAccepted(saved.TokenDeadline, now)
+	}
 	if saved.State == store.StateDelivered {
 		log.Info("upload delivered", zap.String("videoId", saved.VideoID), zap.Int("parts", len(saved.Delivered)))
 	}
@@ -151,6 +221,7 @@ func (f *Forwarder) deliver(ctx context.Context, log *zap.Logger, u *store.Uploa
 // when retries are exhausted.
 func (f *Forwarder) transient(ctx context.Context, log *zap.Logger, u *store.Upload, j job, err error) {
 	attempts := u.Attempts + 1
+	f.m.failures.WithLabelValues("transient").Inc()
 	if attempts >= f.cfg.MaxAttempts {
 		f.fail(ctx, u, store.ReasonRejectedByAPIVideo, fmt.Sprintf("part %d failed %d times; last error: %v", j.part, attempts, err))
 		return

@@ -106,6 +106,12 @@ type Upload struct {
 	Token Secret `json:"token,omitempty"`
 	// TokenDeadline is when the token expires; zero when unknown or never.
 	TokenDeadline time.Time `json:"tokenDeadline,omitzero"`
+	// TokenManaged is true when the gateway mints the token (managed mode):
+	// the client sent none, and a token that expires or is refused before
+	// part 1 is accepted is replaced rather than failing the upload.
+	TokenManaged bool `json:"tokenManaged,omitempty"`
+	// TokenMints counts the tokens minted for this upload.
+	TokenMints int `json:"tokenMints,omitempty"`
 	// CompletionWindow is how long after part 1's acceptance the rest may take.
 	CompletionWindow time.Duration `json:"completionWindow"`
 	// CompletionDeadline is set when part 1 is accepted.
@@ -334,6 +340,21 @@ func (u *Upload) Release(k int, owner, msg string, now time.Time) error {
 	}
 	u.Attempts++
 	u.LastError = msg
+	u.touch(now)
+	return nil
+}
+
+// SetToken records a token minted for a managed upload and its deadline
+// (zero: none).
+func (u *Upload) SetToken(token string, deadline, now time.Time) error {
+	if u.State.Terminal() || !u.TokenManaged {
+		return fmt.Errorf("set token on %s upload (managed %v): %w", u.State, u.TokenManaged, ErrConflict)
+	}
+	if u.VideoID != "" {
+		return fmt.Errorf("set token: part 1 already accepted: %w", ErrConflict)
+	}
+	u.Token, u.TokenDeadline = Secret(token), deadline
+	u.TokenMints++
 	u.touch(now)
 	return nil
 }

@@ -76,6 +76,8 @@ func FullUpload(id string) *store.Upload {
 		},
 		Token:              "to1tcmSFHeYY5KzyhOqVKMKb",
 		TokenDeadline:      base.Add(time.Hour),
+		TokenManaged:       true,
+		TokenMints:         2,
 		CompletionWindow:   24 * time.Hour,
 		CompletionDeadline: base.Add(24 * time.Hour),
 		Attempts:           3,
