@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -49,6 +50,8 @@ func requestStateFrom(ctx context.Context) *requestState {
 type creation struct {
 	token         store.Secret
 	tokenDeadline time.Time
+	// managed: no token was sent and the gateway may mint one.
+	managed bool
 	// kept is the metadata tusd stores and echoes on HEAD (no secrets).
 	kept               handler.MetaData
 	filename, filetype string
@@ -67,7 +70,8 @@ func (g *Gateway) withRequestState(next http.Handler) http.Handler {
 // tusGuard runs after tusd's Middleware (so CORS and Tus-Resumable headers
 // are set and OPTIONS is answered) and before tusd's handlers: it validates
 // creation requests strictly, and answers HEAD and PATCH on failed or
-// terminated uploads itself.
+// terminated uploads itself, failing first a delegated upload whose token
+// deadline passed before part 1 reached api.video.
 func (g *Gateway) tusGuard(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rs := requestStateFrom(r.Context())
@@ -98,6 +102,11 @@ func (g *Gateway) tusGuard(next http.Handler) http.Handler {
 				writeTusError(w, r, *err)
 				return
 			}
+			rec, err = g.failMissedDeadline(r.Context(), rec)
+			if err != nil {
+				writeTusError(w, r, err)
+				return
+			}
 			rs.record = rec
 		}
 		next.ServeHTTP(w, r)
@@ -110,7 +119,21 @@ var (
 	errStoreUnavailable = handler.NewError("ERR_STATE_STORE_UNAVAILABLE", "the upload state store is unavailable, try again later", http.StatusServiceUnavailable)
 	errDataStore        = handler.NewError("ERR_DATA_STORE", "the upload data store failed, try again later", http.StatusServiceUnavailable)
 	errConflict         = handler.NewError("ERR_UPLOAD_STATE_CONFLICT", "the upload's state does not allow this request", http.StatusConflict)
+	// errTokenUnknown is 403: the request is well-formed, but api.video
+	// refuses the credential it carries, and retrying cannot help.
+	errTokenUnknown = handler.NewError("ERR_TOKEN_UNKNOWN", "the upload token is unknown to api.video or expired", http.StatusForbidden)
 )
+
+// tokenRetryAfter is the Retry-After (seconds) of a creation refused because
+// the token could not be looked up.
+const tokenRetryAfter = "10"
+
+// errTokenLookup is the 503 of a creation whose token could not be looked up.
+func errTokenLookup() handler.Error {
+	e := handler.NewError("ERR_TOKEN_CHECK_UNAVAILABLE", "api.video could not be asked about the upload token, try again later", http.StatusServiceUnavailable)
+	e.HTTPResponse.Header["Retry-After"] = tokenRetryAfter
+	return e
+}
 
 // storeError maps a state-store error to the response tus clients get.
 func storeError(err error) handler.Error {
@@ -176,6 +199,7 @@ func badRequest(code, format string, args ...any) handler.Error {
 // Upload-Metadata header (strictly: tusd skips malformed entries silently)
 // and the api.video token.
 func (g *Gateway) checkCreation(r *http.Request) (*creation, error) {
+	ctx := r.Context()
 	if l := r.Header.Get("Upload-Length"); l != "" && r.Header.Get("Upload-Defer-Length") == "" {
 		// An unparsable length is left to tusd, which answers 400.
 		if size, err := strconv.ParseInt(l, 10, 64); err == nil {
@@ -208,14 +232,18 @@ func (g *Gateway) checkCreation(r *http.Request) (*creation, error) {
 		return nil, badRequest("ERR_TOKEN_REQUIRED", msgTokenRequired)
 	case hasTok:
 		return nil, badRequest("ERR_INVALID_TOKEN", "Upload-Metadata `token` is empty")
+	default:
+		c.managed = true
 	}
-	if exp, ok := meta[metaTokenExpiresAt]; ok && c.token != "" {
-		deadline, err := time.Parse(time.RFC3339Nano, exp)
+	if c.token != "" {
+		exp, hasExp := meta[metaTokenExpiresAt]
+		deadline, err := g.tokenDeadline(ctx, tok, exp, hasExp)
 		if err != nil {
-			return nil, badRequest("ERR_INVALID_TOKEN_EXPIRY", "Upload-Metadata `tokenExpiresAt` must be an RFC 3339 time such as 2006-01-02T15:04:05Z")
+			return nil, err
 		}
 		now := g.cfg.Now()
 		switch {
+		case deadline.IsZero():
 		case !deadline.After(now):
 			return nil, badRequest("ERR_TOKEN_EXPIRED", "token expired at %s", deadline.UTC().Format(time.RFC3339))
 		case deadline.Sub(now) < g.cfg.TokenMinLifetime:
@@ -232,6 +260,98 @@ func (g *Gateway) checkCreation(r *http.Request) (*creation, error) {
 		}
 	}
 	return c, nil
+}
+
+// tokenDeadline returns the deadline of a delegated token (zero: never or
+// unknown). A `tokenExpiresAt` (exp, when hasExp) must be RFC 3339 in any
+// case; with a TokenInspector, api.video's answer beats it.
+func (g *Gateway) tokenDeadline(ctx context.Context, tok, exp string, hasExp bool) (time.Time, error) {
+	var deadline time.Time
+	if hasExp {
+		var err error
+		if deadline, err = time.Parse(time.RFC3339Nano, exp); err != nil {
+			return time.Time{}, badRequest("ERR_INVALID_TOKEN_EXPIRY", "Upload-Metadata `tokenExpiresAt` must be an RFC 3339 time such as 2006-01-02T15:04:05Z")
+		}
+	}
+	if g.cfg.Tokens == nil {
+		return deadline, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, g.cfg.TokenLookupTimeout)
+	defer cancel()
+	deadline, err := g.cfg.Tokens.TokenDeadline(ctx, tok)
+	switch {
+	case errors.Is(err, ErrUnknownToken):
+		return time.Time{}, errTokenUnknown
+	case err != nil:
+		g.log.Warn("upload creation: token lookup failed", zap.String("error", redact(err.Error(), tok)))
+		return time.Time{}, errTokenLookup()
+	}
+	return deadline, nil
+}
+
+// redact replaces every form of secret in s (raw, path- and query-escaped).
+func redact(s, secret string) string {
+	if secret == "" {
+		return s
+	}
+	for _, form := range []string{secret, url.PathEscape(secret), url.QueryEscape(secret)} {
+		s = strings.ReplaceAll(s, form, "[REDACTED]")
+	}
+	return s
+}
+
+// errNotDue ends failMissedDeadline's update when the record changed
+// meanwhile so that its token deadline no longer applies.
+var errNotDue = errors.New("token deadline not missed")
+
+// tokenDeadlineMissed reports whether u is a live delegated upload whose
+// token deadline passed before part 1 reached api.video (no video id).
+func tokenDeadlineMissed(u *store.Upload, now time.Time) bool {
+	return !u.State.Terminal() && !u.TokenManaged && u.VideoID == "" &&
+		!u.TokenDeadline.IsZero() && !now.Before(u.TokenDeadline)
+}
+
+// failMissedDeadline fails rec when its token deadline passed before part 1
+// reached api.video, tells the Notifier, and returns the 410 the client gets
+// (so tus clients stop retrying). The forwarder fails such uploads on its own
+// timer too: an upload found failed already also gives 410, with the stored
+// reason. Otherwise it returns the record the request goes on with.
+func (g *Gateway) failMissedDeadline(ctx context.Context, rec *store.Upload) (*store.Upload, error) {
+	now := g.cfg.Now()
+	if !tokenDeadlineMissed(rec, now) {
+		return rec, nil
+	}
+	var cur *store.Upload
+	saved, err := g.st.Update(ctx, rec.ID, func(u *store.Upload) error {
+		cur = u.Clone()
+		if !u.State.Terminal() && !tokenDeadlineMissed(u, now) {
+			return errNotDue
+		}
+		msg := fmt.Sprintf("the upload token expired at %s before the first part reached api.video", u.TokenDeadline.UTC().Format(time.RFC3339))
+		return u.Fail(store.ReasonDeadlineMissed, msg, now)
+	})
+	switch {
+	case err == nil:
+		g.live.Delete(rec.ID)
+		g.log.Warn("upload failed: token deadline passed before part 1", zap.String("id", rec.ID),
+			zap.Time("tokenDeadline", saved.TokenDeadline))
+		g.n.Notify(rec.ID)
+		return nil, *stateError(saved)
+	case errors.Is(err, errNotDue):
+		return cur, nil
+	case errors.Is(err, store.ErrConflict) && cur != nil:
+		// Failed (by the forwarder, first), terminated or delivered meanwhile.
+		if e := stateError(cur); e != nil {
+			g.live.Delete(rec.ID)
+			return nil, *e
+		}
+		return cur, nil
+	default:
+		if !errors.Is(err, store.ErrNotFound) {
+			g.log.Error("fail upload past its token deadline", zap.String("id", rec.ID), zap.Error(err))
+		}
+		return nil, storeError(err)
+	}
 }
 
 // firstOf returns the first of keys present in meta and its value.

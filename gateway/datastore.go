@@ -116,8 +116,8 @@ var (
 	_ handler.LengthDeferrerDataStore = (*dataStore)(nil)
 )
 
-// NewUpload creates the upload's file, then its record. If the record
-// cannot be stored, the file is removed and the client gets a 503.
+// NewUpload creates the upload's file, then its record, and notifies. If the
+// record cannot be stored, the file is removed and the client gets a 503.
 func (d *dataStore) NewUpload(ctx context.Context, info handler.FileInfo) (handler.Upload, error) {
 	g := d.g
 	rs := requestStateFrom(ctx)
@@ -141,6 +141,7 @@ func (d *dataStore) NewUpload(ctx context.Context, info handler.FileInfo) (handl
 		CompletionWindow: g.cfg.CompletionWindow,
 		Token:            c.token,
 		TokenDeadline:    c.tokenDeadline,
+		TokenManaged:     c.managed,
 		Filename:         c.filename,
 		Filetype:         c.filetype,
 		CreatedAt:        now,
@@ -157,8 +158,10 @@ func (d *dataStore) NewUpload(ctx context.Context, info handler.FileInfo) (handl
 		return nil, errStoreUnavailable
 	}
 	g.log.Info("upload created", zap.String("id", info.ID), zap.Int64("size", info.Size),
-		zap.Bool("sizeDeferred", info.SizeIsDeferred), zap.Bool("token", c.token != ""))
+		zap.Bool("sizeDeferred", info.SizeIsDeferred), zap.Bool("token", c.token != ""), zap.Bool("managed", c.managed))
 	g.live.Store(info.ID, &liveUpload{plan: rec.Plan})
+	// The forwarder tracks the token deadline from the start.
+	g.n.Notify(info.ID)
 	return &upload{g: g, id: info.ID, inner: up}, nil
 }
 

@@ -7,6 +7,12 @@
 // the record at part boundaries of the upload's plan and on completion,
 // telling a Notifier each time. It never forwards bytes itself: the forwarder
 // reads them through DataSource.
+//
+// Token modes: a client that sends the `token` metadata uses delegated mode
+// (its api.video upload token, whose deadline the gateway learns from a
+// TokenInspector when one is configured, else from `tokenExpiresAt`). When
+// TokenRequired is off (an API key is configured) a client that sends no
+// token gets a managed upload: the forwarder mints its token.
 package gateway
 
 import (
@@ -22,20 +28,37 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/tus/tusd/v2/pkg/filestore"
 	"github.com/tus/tusd/v2/pkg/handler"
 	"github.com/tus/tusd/v2/pkg/memorylocker"
+	"github.com/tus/tusd/v2/pkg/prometheuscollector"
 	"go.uber.org/zap"
 
 	"github.com/tusgate/tusgate/gateway/tuslog"
 	"github.com/tusgate/tusgate/store"
 )
 
-// Notifier is told when an upload has new durable bytes (a part boundary
-// crossed), completes, has its length declared, or is terminated.
+// Notifier is told when an upload is created, has new durable bytes (a part
+// boundary crossed), completes, has its length declared, fails at the
+// gateway (token deadline passed before part 1), or is terminated.
 // Notify is called on the request's goroutine, sometimes while the upload's
 // tus lock is held: it must not block (hand the id off at once).
 type Notifier interface{ Notify(id string) }
+
+// ErrUnknownToken is wrapped by TokenInspector.TokenDeadline when api.video
+// does not know the token (deleted, expired, never existed).
+var ErrUnknownToken = errors.New("unknown upload token")
+
+// TokenInspector looks up an api.video upload token (needs the API key).
+type TokenInspector interface {
+	// TokenDeadline returns when token expires; zero time means never. It
+	// returns an error wrapping ErrUnknownToken when api.video does not know
+	// the token (deleted, expired, never existed); any other error is an
+	// outage. Errors must not contain the token.
+	TokenDeadline(ctx context.Context, token string) (time.Time, error)
+}
 
 // Config configures a Gateway. The zero value of a field means its default.
 type Config struct {
@@ -55,10 +78,27 @@ type Config struct {
 	// TokenRequired makes the `token` metadata mandatory at creation
 	// (delegated-only mode, no API key configured).
 	TokenRequired bool
-	// TokenMinLifetime refuses, at creation, a token whose `tokenExpiresAt`
-	// is less than this far in the future. Default 0: only expired tokens are
-	// refused.
+	// TokenMinLifetime refuses, at creation, a token whose deadline (from
+	// Tokens, else `tokenExpiresAt`) is less than this far in the future.
+	// Default 0: only expired tokens are refused.
 	TokenMinLifetime time.Duration
+	// Tokens, when set, looks up every token a client sends at creation (at
+	// most TokenLookupTimeout): a token api.video does not know is refused
+	// with 403, a failed lookup gives 503 with Retry-After, and a known
+	// token's deadline beats `tokenExpiresAt`. Nil (no API key): the deadline
+	// is `tokenExpiresAt` when given, else unknown.
+	Tokens TokenInspector
+	// TokenLookupTimeout bounds each Tokens lookup. Default 5s.
+	TokenLookupTimeout time.Duration
+	// Registerer, when set, gets tusd's metrics collector (tusd_* series).
+	Registerer prometheus.Registerer
+	// Gatherer, when set, is served at GET /metrics; nil: /metrics is 404.
+	Gatherer prometheus.Gatherer
+	// VerboseTusdLogs logs tusd's per-request records (RequestIncoming,
+	// ResponseOutgoing, ChunkWriteStart, UploadCreated, …) at Info. Default
+	// false: they are logged at Debug; tusd's warnings and errors keep their
+	// level either way.
+	VerboseTusdLogs bool
 	// CORSOrigins lists the origins (scheme://host[:port]) allowed to call
 	// the gateway from a browser. Empty means same origin only; "*" allows
 	// any origin.
@@ -87,6 +127,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.CompletionWindow <= 0 {
 		c.CompletionWindow = 24 * time.Hour
+	}
+	if c.TokenLookupTimeout <= 0 {
+		c.TokenLookupTimeout = 5 * time.Second
 	}
 	if c.Now == nil {
 		c.Now = time.Now
@@ -199,6 +242,10 @@ func New(cfg Config, st store.Store, n Notifier) (*Gateway, error) {
 	composer.UseLengthDeferrer(ds)
 	memorylocker.New().UseIn(composer)
 
+	var levels []tuslog.Option
+	if !cfg.VerboseTusdLogs {
+		levels = append(levels, tuslog.WithLevels(tuslog.QuietLevel))
+	}
 	g.tus, err = handler.NewUnroutedHandler(handler.Config{
 		StoreComposer:           composer,
 		BasePath:                cfg.BasePath,
@@ -207,18 +254,24 @@ func New(cfg Config, st store.Store, n Notifier) (*Gateway, error) {
 		DisableConcatenation:    true,
 		Cors:                    g.cors,
 		RespectForwardedHeaders: cfg.RespectForwardedHeaders,
-		Logger:                  tuslog.NewLogger(cfg.Logger.Named("tusd")),
+		Logger:                  tuslog.NewLogger(cfg.Logger.Named("tusd"), levels...),
 		PreUploadCreateCallback: g.preCreate,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("gateway: tusd handler: %w", err)
+	}
+	if cfg.Registerer != nil {
+		if err := cfg.Registerer.Register(prometheuscollector.New(g.tus.Metrics)); err != nil {
+			return nil, fmt.Errorf("gateway: register tusd metrics: %w", err)
+		}
 	}
 	g.handler = g.routes()
 	return g, nil
 }
 
 // Handler returns the gateway's routes: the tus endpoint at BasePath,
-// GET /uploads/{id}, GET /healthz and GET /readyz.
+// GET /uploads/{id}, GET /healthz, GET /readyz and, when Config.Gatherer is
+// set, GET /metrics.
 func (g *Gateway) Handler() http.Handler { return g.handler }
 
 // Source returns read access to received bytes, for the forwarder.
@@ -272,6 +325,12 @@ func (g *Gateway) routes() http.Handler {
 	mux.HandleFunc("OPTIONS /uploads/{id}", g.handleStatusPreflight)
 	mux.HandleFunc("GET /healthz", g.handleHealthz)
 	mux.HandleFunc("GET /readyz", g.handleReadyz)
+	if g.cfg.Gatherer != nil {
+		mux.Handle("GET /metrics", promhttp.HandlerFor(g.cfg.Gatherer, promhttp.HandlerOpts{
+			ErrorLog:      promLogger{g.log.Named("metrics")},
+			ErrorHandling: promhttp.ContinueOnError,
+		}))
+	}
 	return mux
 }
 
@@ -300,4 +359,12 @@ func (g *Gateway) tusRouter(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Allow", "HEAD, PATCH, DELETE, OPTIONS")
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 	}
+}
+
+// promLogger passes promhttp's errors to zap as warnings.
+type promLogger struct{ log *zap.Logger }
+
+// Println implements promhttp.Logger.
+func (l promLogger) Println(v ...any) {
+	l.log.Warn(strings.TrimSuffix(fmt.Sprintln(v...), "\n"))
 }

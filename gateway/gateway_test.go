@@ -65,6 +65,7 @@ func TestUploadInChunksRecordsPartBoundaries(t *testing.T) {
 		t.Errorf("HEAD: got offset %d length %d, want %d and %d", info.Offset, info.Length, size, size)
 	}
 	want := []notification{
+		{ID: id, State: store.StateReceiving}, // creation
 		{ID: id, Received: 5 * MiB, State: store.StateReceiving},
 		{ID: id, Received: 10 * MiB, State: store.StateReceiving},
 		{ID: id, Received: size, Complete: true, State: store.StateReceiving},
@@ -138,9 +139,13 @@ func TestDeferredLength(t *testing.T) {
 		t.Errorf("record after upload: got deferred %v size %d complete %v received %d", rec.SizeDeferred, rec.Size, rec.Complete, rec.Received)
 	}
 	got := h.n.For(id)
-	if len(got) != 4 {
-		t.Fatalf("notifications: got %+v, want 4 (two boundaries, length, completion)", got)
+	if len(got) != 5 {
+		t.Fatalf("notifications: got %+v, want 5 (creation, two boundaries, length, completion)", got)
 	}
+	if got[0].Received != 0 || !got[0].SizeDeferred {
+		t.Errorf("creation notification: got %+v, want nothing received, size deferred", got[0])
+	}
+	got = got[1:]
 	if !got[0].SizeDeferred || got[0].Received <= 5*MiB || !got[1].SizeDeferred || got[1].Received <= 10*MiB {
 		t.Errorf("boundary notifications: got %+v", got[:2])
 	}
@@ -504,8 +509,8 @@ func TestDeleteTerminates(t *testing.T) {
 	if rec := h.record(t, id); rec.State != store.StateTerminated {
 		t.Errorf("record state: got %s, want terminated", rec.State)
 	}
-	if got := h.n.For(id); len(got) != 1 || got[0].State != store.StateTerminated {
-		t.Errorf("notifications: got %+v, want one with state terminated", got)
+	if got := h.n.For(id); len(got) != 2 || got[0].State != store.StateReceiving || got[1].State != store.StateTerminated {
+		t.Errorf("notifications: got %+v, want creation, then one with state terminated", got)
 	}
 	if _, err := h.client.Head(t.Context(), u); tusclient.StatusCode(err) != http.StatusNotFound {
 		t.Errorf("HEAD after DELETE: got %v, want 404", err)

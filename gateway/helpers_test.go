@@ -35,7 +35,30 @@ type faultStore struct {
 	store.Store
 	failPing   atomic.Bool
 	failCreate atomic.Bool
+	// beforeUpdate, when set, runs once before the next Update: it lets a
+	// test change the record between the gateway's Get and its Update.
+	beforeUpdate atomic.Pointer[func()]
 }
+
+func (f *faultStore) Update(ctx context.Context, id string, fn func(*store.Upload) error) (*store.Upload, error) {
+	if hook := f.beforeUpdate.Swap(nil); hook != nil {
+		(*hook)()
+	}
+	return f.Store.Update(ctx, id, fn)
+}
+
+// clock is a settable clock, safe to read from the server's goroutines.
+type clock struct{ ns atomic.Int64 }
+
+func newClock(t time.Time) *clock {
+	c := &clock{}
+	c.Set(t)
+	return c
+}
+
+func (c *clock) Now() time.Time      { return time.Unix(0, c.ns.Load()).UTC() }
+func (c *clock) Set(t time.Time)     { c.ns.Store(t.UnixNano()) }
+func (c *clock) Add(d time.Duration) { c.ns.Add(int64(d)) }
 
 func (f *faultStore) Ping(ctx context.Context) error {
 	if f.failPing.Load() {

@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -71,6 +73,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	defer st.Close()
 
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	client := apivideo.New(cfg.APIVideoURL, apivideo.WithVersion(version), apivideo.WithAPIKey(cfg.APIVideoAPIKey))
+	var tokens gateway.TokenInspector
+	if cfg.APIVideoAPIKey != "" {
+		tokens = tokenInspector{client}
+	}
 	var fwd *forwarder.Forwarder
 	gw, err := gateway.New(gateway.Config{
 		BasePath:         cfg.BasePath,
@@ -80,19 +89,27 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		CompletionWindow: cfg.CompletionWindow,
 		TokenRequired:    cfg.APIVideoAPIKey == "",
 		CORSOrigins:      cfg.CORSOrigins,
+		Tokens:           tokens,
+		Registerer:       reg,
+		Gatherer:         reg,
 		Logger:           log.Named("gateway"),
 	}, st, notifyFunc(func(id string) { fwd.Notify(id) }))
 	if err != nil {
 		return err
 	}
-	client := apivideo.New(cfg.APIVideoURL, apivideo.WithVersion(version))
-	fwd = forwarder.New(forwarder.Config{
+	fcfg := forwarder.Config{
 		Workers:       cfg.Workers,
 		ParallelParts: cfg.ParallelParts,
 		LeaseDuration: cfg.LeaseDuration,
 		Owner:         cfg.InstanceID,
+		TokenTTL:      cfg.TokenTTL,
+		Registerer:    reg,
 		Logger:        log.Named("forwarder"),
-	}, st, gw.Source(), client)
+	}
+	if cfg.APIVideoAPIKey != "" {
+		fcfg.Minter = client
+	}
+	fwd = forwarder.New(fcfg, st, gw.Source(), client)
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -141,6 +158,24 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	wg.Wait()
 	log.Info("stopped")
 	return nil
+}
+
+// tokenInspector adapts the api.video client to the gateway's token lookup.
+type tokenInspector struct{ c *apivideo.Client }
+
+func (ti tokenInspector) TokenDeadline(ctx context.Context, token string) (time.Time, error) {
+	t, err := ti.c.GetUploadToken(ctx, token)
+	var apiErr *apivideo.Error
+	if errors.As(err, &apiErr) && apiErr.StatusCode == http.StatusNotFound {
+		return time.Time{}, fmt.Errorf("%w: %v", gateway.ErrUnknownToken, err)
+	}
+	if err != nil {
+		return time.Time{}, err
+	}
+	if t.ExpiresAt == nil {
+		return time.Time{}, nil
+	}
+	return *t.ExpiresAt, nil
 }
 
 type notifyFunc func(id string)

@@ -17,13 +17,16 @@ import (
 
 // Handler is a slog.Handler (of golang.org/x/exp/slog) that writes to zap.
 //
-// Levels map to the nearest zap level at or below them: below Info is Debug,
-// below Warn is Info, below Error is Warn, and Error and above is Error.
+// By default levels map with Level, to the nearest zap level at or below
+// them: below Info is Debug, below Warn is Info, below Error is Warn, and Error
+// and above is Error. WithLevels changes the mapping (see QuietLevel).
 // Groups become zap namespaces (or nested objects for group attributes); a
 // group that ends up with no attributes is left out, as slog requires.
 type Handler struct {
 	core zapcore.Core
 	name string
+	// level maps a record's level to zap's.
+	level func(slog.Level) zapcore.Level
 	// groups opened with WithGroup that hold no attribute yet. They are
 	// turned into zap namespaces only when an attribute arrives, so an empty
 	// group never shows.
@@ -32,26 +35,43 @@ type Handler struct {
 
 var _ slog.Handler = (*Handler)(nil)
 
+// Option configures a Handler.
+type Option func(*Handler)
+
+// WithLevels makes the Handler map record levels to zap levels with f
+// (default Level). A nil f keeps the default.
+func WithLevels(f func(slog.Level) zapcore.Level) Option {
+	return func(h *Handler) {
+		if f != nil {
+			h.level = f
+		}
+	}
+}
+
 // New returns a Handler writing to l's core under l's name.
-func New(l *zap.Logger) *Handler {
-	return &Handler{core: l.Core(), name: l.Name()}
+func New(l *zap.Logger, opts ...Option) *Handler {
+	h := &Handler{core: l.Core(), name: l.Name(), level: Level}
+	for _, o := range opts {
+		o(h)
+	}
+	return h
 }
 
 // NewLogger returns an x/exp/slog Logger writing to l, ready for tusd's
 // handler.Config.Logger.
-func NewLogger(l *zap.Logger) *slog.Logger {
-	return slog.New(New(l))
+func NewLogger(l *zap.Logger, opts ...Option) *slog.Logger {
+	return slog.New(New(l, opts...))
 }
 
 // Enabled reports whether zap would log a record of that level.
 func (h *Handler) Enabled(_ context.Context, level slog.Level) bool {
-	return h.core.Enabled(Level(level))
+	return h.core.Enabled(h.level(level))
 }
 
 // Handle writes the record to zap.
 func (h *Handler) Handle(_ context.Context, r slog.Record) error {
 	ent := zapcore.Entry{
-		Level:      Level(r.Level),
+		Level:      h.level(r.Level),
 		Time:       r.Time,
 		LoggerName: h.name,
 		Message:    r.Message,
@@ -115,6 +135,17 @@ func Level(l slog.Level) zapcore.Level {
 	default:
 		return zapcore.ErrorLevel
 	}
+}
+
+// QuietLevel maps a slog level like Level, except that Info-level records
+// (Info up to, not including, Warn) become Debug: tusd logs every request at
+// Info (RequestIncoming, ResponseOutgoing, ChunkWriteStart, …), which is
+// noise in production. Warn and Error stay as they are.
+func QuietLevel(l slog.Level) zapcore.Level {
+	if l < slog.LevelWarn {
+		return zapcore.DebugLevel
+	}
+	return Level(l)
 }
 
 func namespaces(groups []string) []zapcore.Field {

@@ -29,17 +29,68 @@ func entryMap(e observer.LoggedEntry) map[string]any {
 }
 
 func TestSlogtest(t *testing.T) {
-	core, logs := observer.New(zapcore.DebugLevel)
-	h := tuslog.New(zap.New(core))
-	err := slogtest.TestHandler(h, func() []map[string]any {
-		var ms []map[string]any
-		for _, e := range logs.All() {
-			ms = append(ms, entryMap(e))
-		}
-		return ms
-	})
-	if err != nil {
-		t.Fatal(err)
+	tests := []struct {
+		name string
+		opts []tuslog.Option
+	}{
+		{"default levels", nil},
+		{"quiet levels", []tuslog.Option{tuslog.WithLevels(tuslog.QuietLevel)}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			core, logs := observer.New(zapcore.DebugLevel)
+			h := tuslog.New(zap.New(core), tt.opts...)
+			err := slogtest.TestHandler(h, func() []map[string]any {
+				var ms []map[string]any
+				for _, e := range logs.All() {
+					ms = append(ms, entryMap(e))
+				}
+				return ms
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+func TestQuietLevels(t *testing.T) {
+	tests := []struct {
+		in   slog.Level
+		want zapcore.Level
+	}{
+		{slog.LevelDebug, zapcore.DebugLevel},
+		{slog.LevelInfo, zapcore.DebugLevel},
+		{slog.LevelInfo + 2, zapcore.DebugLevel},
+		{slog.LevelWarn, zapcore.WarnLevel},
+		{slog.LevelError - 1, zapcore.WarnLevel},
+		{slog.LevelError, zapcore.ErrorLevel},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in.String(), func(t *testing.T) {
+			if got := tuslog.QuietLevel(tt.in); got != tt.want {
+				t.Errorf("QuietLevel(%v): got %v, want %v", tt.in, got, tt.want)
+			}
+			core, logs := observer.New(zapcore.DebugLevel)
+			tuslog.NewLogger(zap.New(core), tuslog.WithLevels(tuslog.QuietLevel)).Log(t.Context(), tt.in, "m")
+			if n := logs.Len(); n != 1 {
+				t.Fatalf("got %d entries, want 1", n)
+			}
+			if got := logs.All()[0].Level; got != tt.want {
+				t.Errorf("logged level: got %v, want %v", got, tt.want)
+			}
+		})
+	}
+	// With an Info core, tusd's Info records are dropped before any work.
+	core, logs := observer.New(zapcore.InfoLevel)
+	l := tuslog.NewLogger(zap.New(core), tuslog.WithLevels(tuslog.QuietLevel))
+	if l.Enabled(t.Context(), slog.LevelInfo) {
+		t.Errorf("quiet Enabled(Info) with an Info core: got true, want false")
+	}
+	l.Info("RequestIncoming")
+	l.Warn("NetworkTimeoutError")
+	if n := logs.Len(); n != 1 || logs.All()[0].Message != "NetworkTimeoutError" {
+		t.Errorf("quiet logger with an Info core: got %d entries %v, want only the warning", n, logs.All())
 	}
 }
 
