@@ -100,6 +100,15 @@ type Config struct {
 	// LeaseDuration is how long a forwarder's claim on a part lasts unless
 	// renewed, at least 1s. Flag --lease-duration, default 30s.
 	LeaseDuration time.Duration
+	// IdleTimeout is how long an incomplete upload may go without new bytes
+	// before its status reports it stalled (it stays resumable), positive.
+	// Flag --idle-timeout, default 1m.
+	IdleTimeout time.Duration
+	// UploadExpiry is how long an incomplete upload may go without new bytes
+	// before it is abandoned: its bytes and record are removed. Advertised
+	// with the tus Upload-Expires header; positive. Flag --upload-expiry,
+	// default 24h.
+	UploadExpiry time.Duration
 	// InstanceID identifies this process's leases in the state store; it must
 	// be unique among instances sharing a store and contain no spaces. Flag
 	// --instance-id, default the host name.
@@ -136,6 +145,8 @@ func Default() Config {
 		TokenTTL:         time.Hour,
 		ShutdownTimeout:  20 * time.Second,
 		LeaseDuration:    30 * time.Second,
+		IdleTimeout:      time.Minute,
+		UploadExpiry:     24 * time.Hour,
 		InstanceID:       host,
 		LogLevel:         "info",
 		LogFormat:        "json",
@@ -173,6 +184,8 @@ func (c *Config) settings() []setting {
 		duration("token-ttl", "lifetime of the upload tokens minted in managed mode", &c.TokenTTL),
 		duration("shutdown-timeout", "time allowed to drain in-flight requests on SIGTERM", &c.ShutdownTimeout),
 		duration("lease-duration", "how long a forwarder's claim on a part lasts unless renewed, at least 1s", &c.LeaseDuration),
+		duration("idle-timeout", "an incomplete upload with no new bytes for this long is reported stalled (still resumable)", &c.IdleTimeout),
+		duration("upload-expiry", "an incomplete upload with no new bytes for this long is abandoned and deleted (tus Upload-Expires)", &c.UploadExpiry),
 		str("instance-id", "ID", "identifies this process's leases in the state store; unique per instance", &c.InstanceID),
 		str("log-level", "LEVEL", "minimum level logged: debug, info, warn or error", &c.LogLevel),
 		str("log-format", "FORMAT", "log encoding: json or console", &c.LogFormat),
@@ -471,6 +484,12 @@ func (c Config) problems() []error {
 	}
 	if c.LeaseDuration < time.Second {
 		bad("lease-duration", formatDuration(c.LeaseDuration), "must be at least 1s")
+	}
+	if c.IdleTimeout <= 0 {
+		bad("idle-timeout", formatDuration(c.IdleTimeout), "must be positive")
+	}
+	if c.UploadExpiry <= 0 {
+		bad("upload-expiry", formatDuration(c.UploadExpiry), "must be positive")
 	}
 	if c.InstanceID == "" || strings.ContainsFunc(c.InstanceID, func(r rune) bool { return unicode.IsSpace(r) || !unicode.IsGraphic(r) }) {
 		bad("instance-id", c.InstanceID, "must be non-empty without spaces or control characters")
