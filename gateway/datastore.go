@@ -240,6 +240,17 @@ func (u *upload) GetReader(ctx context.Context) (io.ReadCloser, error) {
 // WriteChunk writes src through a counting reader that records progress in
 // the state store whenever the bytes already written complete a part.
 func (u *upload) WriteChunk(ctx context.Context, offset int64, src io.Reader) (int64, error) {
+	// tusd v2.9.1 sets the request's body reader before calling WriteChunk,
+	// and a goroutine of its reads it without synchronisation once the
+	// request is cancelled with ErrServerShutdown (a data race in tusd).
+	// Taking g.mu, which Shutdown holds while it cancels, orders the write
+	// before that read; a PATCH that starts after Shutdown ends at once.
+	u.g.mu.Lock()
+	shutdown := u.g.shutdown
+	u.g.mu.Unlock()
+	if shutdown {
+		return 0, handler.ErrServerShutdown
+	}
 	lu, err := u.g.liveFor(ctx, u.id)
 	if err != nil {
 		return 0, err
