@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -622,4 +623,49 @@ func metricValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	}
 	t.Fatalf("metric %s: no single series registered", name)
 	return 0
+}
+
+// flakyStore fails the next n Updates with store.ErrUnavailable.
+type flakyStore struct {
+	forwarder.Store
+	failNext atomic.Int32
+}
+
+func (f *flakyStore) Update(ctx context.Context, id string, fn func(*store.Upload) error) (*store.Upload, error) {
+	if f.failNext.Add(-1) >= 0 {
+		return nil, fmt.Errorf("injected: %w", store.ErrUnavailable)
+	}
+	return f.Store.Update(ctx, id, fn)
+}
+
+func TestAcceptedPartIsRecordedThroughAStoreOutage(t *testing.T) {
+	e := newEnv(t, forwarder.Config{})
+	e.stop()
+	flaky := &flakyStore{Store: e.st}
+	// The store fails while api.video is accepting part 1: recording the
+	// videoId must be retried, or part 1 would be sent again as a new video.
+	e.emu.InjectFault(func(r apivideotest.FaultRequest) apivideotest.Fault {
+		if r.IsUpload() && r.Part == 1 {
+			flaky.failNext.Store(3)
+		}
+		return apivideotest.Fault{}
+	})
+	fwd := forwarder.New(forwarder.Config{Owner: "test", MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond},
+		flaky, e.src, apivideo.New(e.emu.URL))
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = fwd.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	e.fwd = fwd
+
+	tok := e.emu.CreateToken(0)
+	data := randomBytes(30, 7*MiB)
+	e.addUpload("outage", tok, data, int64(len(data)), nil)
+	e.waitUpload("outage", "delivered", delivered)
+	if v := e.onlyVideo(tok); v.SHA256 != sha(data) {
+		t.Fatal("video bytes differ from the source")
+	}
+	if n := flaky.failNext.Load(); n >= 0 {
+		t.Fatalf("the injected store failures were not all hit (%d left)", n+1)
+	}
 }

@@ -167,6 +167,21 @@ func (f *Forwarder) upload(ctx context.Context, u *store.Upload, k int) (*apivid
 
 var errLeaseLost = errors.New("lease lost")
 
+// recordDeliveryFor bounds the retries of recording an accepted part.
+const recordDeliveryFor = 2 * time.Minute
+
+// sleepCtx waits d unless ctx ends first; it reports whether d elapsed.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
 // renew extends the part's lease every third of its duration until ctx
 // ends; if the lease is lost it cancels the send.
 func (f *Forwarder) renew(ctx context.Context, cancel context.CancelCauseFunc, j job) {
@@ -196,11 +211,22 @@ func (f *Forwarder) renew(ctx context.Context, cancel context.CancelCauseFunc, j
 func (f *Forwarder) deliver(ctx context.Context, log *zap.Logger, u *store.Upload, k int, v *apivideo.Video) {
 	assets := store.Assets{Player: v.Assets.Player, HLS: v.Assets.HLS, Thumbnail: v.Assets.Thumbnail, MP4: v.Assets.MP4}
 	now := f.cfg.Now()
-	// The acceptance must be recorded even if we are shutting down: api.video
-	// has the bytes, and forgetting the videoId would start a second video.
-	saved, err := f.st.Update(context.WithoutCancel(ctx), u.ID, func(r *store.Upload) error {
-		return r.Deliver(k, v.VideoID, assets, now)
-	})
+	// The acceptance must be recorded even if we are shutting down or the
+	// store is briefly unavailable: api.video has the bytes, and forgetting
+	// part 1's videoId would start a second video. Retry for a while.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordDeliveryFor)
+	defer cancel()
+	var saved *store.Upload
+	var err error
+	for attempt := 1; ; attempt++ {
+		saved, err = f.st.Update(ctx, u.ID, func(r *store.Upload) error {
+			return r.Deliver(k, v.VideoID, assets, now)
+		})
+		if err == nil || errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrNotFound) || !sleepCtx(ctx, f.backoff(attempt)) {
+			break
+		}
+		log.Warn("record delivered part; retrying", zap.String("videoId", v.VideoID), zap.Int("attempt", attempt), zap.Error(err))
+	}
 	if err != nil {
 		log.Error("record delivered part", zap.String("videoId", v.VideoID), zap.Error(err))
 		return

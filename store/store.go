@@ -25,6 +25,10 @@ var (
 	// ErrUnavailable wraps failures of the backing service (Redis down, disk
 	// error): the caller may retry later.
 	ErrUnavailable = errors.New("state store unavailable")
+	// ErrDatasetLost means the backing service came back without the data it
+	// held (e.g. Redis restarted without persistence): every upload it
+	// tracked is gone. An operator error; readiness fails until it is fixed.
+	ErrDatasetLost = errors.New("state store lost its data")
 )
 
 // Store persists upload records. Implementations must make Update atomic: two

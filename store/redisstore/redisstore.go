@@ -18,12 +18,14 @@ package redisstore
 
 import (
 	"context"
+	crand "crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -46,6 +48,9 @@ type Store struct {
 	client redis.UniversalClient
 	prefix string
 	owned  bool // Close closes client
+
+	mu      sync.Mutex
+	dataset string // the dataset marker seen by the first successful Ping
 }
 
 var _ store.Store = (*Store)(nil)
@@ -95,9 +100,40 @@ func (s *Store) key(id string) string { return s.prefix + ":upload:{" + id + "}"
 
 func (s *Store) activeKey() string { return s.prefix + ":active" }
 
-// Ping reports whether Redis answers.
+func (s *Store) datasetKey() string { return s.prefix + ":dataset" }
+
+// Ping reports whether Redis answers with the dataset this store started
+// with. The first Ping creates (or adopts) a random marker key; if a later
+// Ping finds it missing or changed, Redis lost its data — typically a restart
+// without persistence — and Ping returns an error wrapping
+// store.ErrDatasetLost and store.ErrUnavailable.
 func (s *Store) Ping(ctx context.Context) error {
-	return wrap(ctx, "ping redis", s.client.Ping(ctx).Err())
+	if err := s.client.Ping(ctx).Err(); err != nil {
+		return wrap(ctx, "ping redis", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.dataset == "" {
+		if err := s.client.SetNX(ctx, s.datasetKey(), crand.Text(), 0).Err(); err != nil {
+			return wrap(ctx, "mark redis dataset", err)
+		}
+	}
+	got, err := s.client.Get(ctx, s.datasetKey()).Result()
+	switch {
+	case errors.Is(err, redis.Nil):
+		got = ""
+	case err != nil:
+		return wrap(ctx, "read redis dataset marker", err)
+	}
+	if s.dataset == "" {
+		s.dataset = got
+		return nil
+	}
+	if got != s.dataset {
+		return fmt.Errorf("redis dataset marker %s is gone or changed (Redis restarted without persistence, was flushed, or points elsewhere): every upload it tracked is lost; restart tusgate after fixing Redis persistence: %w",
+			s.datasetKey(), errors.Join(store.ErrDatasetLost, store.ErrUnavailable))
+	}
+	return nil
 }
 
 // Create stores a new record with SET NX; it returns store.ErrExists when the

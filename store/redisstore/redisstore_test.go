@@ -177,3 +177,30 @@ func TestOpenBadURLHidesPassword(t *testing.T) {
 		})
 	}
 }
+
+func TestPingDetectsLostDataset(t *testing.T) {
+	client := newClient(t)
+	prefix := newPrefix(t, client)
+	s := redisstore.New(client, prefix)
+	if err := s.Ping(t.Context()); err != nil {
+		t.Fatalf("first ping: %v", err)
+	}
+	if err := s.Ping(t.Context()); err != nil {
+		t.Fatalf("second ping: %v", err)
+	}
+	// A second store on the same dataset adopts the marker.
+	if err := redisstore.New(client, prefix).Ping(t.Context()); err != nil {
+		t.Fatalf("ping of a second store: %v", err)
+	}
+	// What a Redis restart without persistence looks like to the store.
+	if err := client.Del(t.Context(), prefix+":dataset").Err(); err != nil {
+		t.Fatal(err)
+	}
+	err := s.Ping(t.Context())
+	if !errors.Is(err, store.ErrDatasetLost) || !errors.Is(err, store.ErrUnavailable) {
+		t.Fatalf("ping after the dataset vanished: got %v, want ErrDatasetLost and ErrUnavailable", err)
+	}
+	if !strings.Contains(err.Error(), "persistence") {
+		t.Errorf("error %q does not tell the operator why", err)
+	}
+}
