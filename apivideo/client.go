@@ -267,6 +267,9 @@ func (c *Client) do(req *http.Request, red redactor, out any) error {
 
 // Sentinel errors.
 var (
+	// ErrNoVideoID is returned by UploadPart when api.video answered 2xx
+	// without a videoId.
+	ErrNoVideoID = errors.New("api.video's answer has no videoId")
 	// ErrNoAPIKey is returned by the token endpoints when the client has no
 	// API key.
 	ErrNoAPIKey = errors.New("apivideo: no API key configured")

@@ -106,6 +106,11 @@ func (c *Client) UploadPart(ctx context.Context, req PartRequest) (*Video, error
 	if err := c.do(hreq, red, &v); err != nil {
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
+	if v.VideoID == "" {
+		// The part may have been stored, but without the id the rest of
+		// the video cannot follow: the caller treats this like a lost answer.
+		return nil, fmt.Errorf("%s: %w", op, ErrNoVideoID)
+	}
 	return &v, nil
 }
 
