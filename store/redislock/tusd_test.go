@@ -1,0 +1,141 @@
+package redislock_test
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tus/tusd/v2/pkg/filestore"
+	"github.com/tus/tusd/v2/pkg/handler"
+	"golang.org/x/exp/slog"
+
+	"github.com/tusgate/tusgate/store/redislock"
+)
+
+// newTusServer serves a tusd handler at /files/ on dir, locking with locker.
+func newTusServer(t *testing.T, dir string, locker *redislock.Locker) *httptest.Server {
+	t.Helper()
+	composer := handler.NewStoreComposer()
+	filestore.New(dir).UseIn(composer)
+	locker.UseIn(composer)
+	h, err := handler.NewUnroutedHandler(handler.Config{
+		BasePath:      "/files/",
+		StoreComposer: composer,
+		Logger:        slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatalf("tusd handler: %v", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /files/{$}", h.PostFile)
+	mux.Handle("HEAD /files/{id}", http.StripPrefix("/files/", http.HandlerFunc(h.HeadFile)))
+	mux.Handle("PATCH /files/{id}", http.StripPrefix("/files/", http.HandlerFunc(h.PatchFile)))
+	srv := httptest.NewServer(h.Middleware(mux))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// TestTusdPatchInterruptedByHeadOnOtherInstance runs two tusd handlers on
+// one upload directory, each with its own Locker and Redis client: a PATCH
+// stalled on A is interrupted by a HEAD on B, which answers with the offset.
+func TestTusdPatchInterruptedByHeadOnOtherInstance(t *testing.T) {
+	checkNoLeaks(t)
+	dir := t.TempDir()
+	clientA, clientB := newClient(t), newClient(t)
+	prefix := newPrefix(t, clientB)
+	srvA := newTusServer(t, dir, redislock.New(clientA, redislock.WithPrefix(prefix)))
+	srvB := newTusServer(t, dir, redislock.New(clientB, redislock.WithPrefix(prefix)))
+
+	// Create a 1000-byte upload on A.
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, srvA.URL+"/files/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Tus-Resumable", "1.0.0")
+	req.Header.Set("Upload-Length", "1000")
+	resp, err := srvA.Client().Do(req)
+	if err != nil {
+		t.Fatalf("POST: %v", err)
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("POST: got status %d, want 201", resp.StatusCode)
+	}
+	id := path.Base(resp.Header.Get("Location"))
+
+	// PATCH on A: send half of the body, then stall.
+	body, bodyW := io.Pipe()
+	defer bodyW.Close()
+	req, err = http.NewRequestWithContext(t.Context(), http.MethodPatch, srvA.URL+"/files/"+id, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.ContentLength = 1000
+	req.Header.Set("Tus-Resumable", "1.0.0")
+	req.Header.Set("Upload-Offset", "0")
+	req.Header.Set("Content-Type", "application/offset+octet-stream")
+	type patchResult struct {
+		status int
+		body   string
+		err    error
+	}
+	patchDone := make(chan patchResult, 1)
+	go func() {
+		resp, err := srvA.Client().Do(req)
+		if err != nil {
+			patchDone <- patchResult{err: err}
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		patchDone <- patchResult{status: resp.StatusCode, body: string(b)}
+	}()
+	if _, err := bodyW.Write([]byte(strings.Repeat("x", 500))); err != nil {
+		t.Fatalf("write half the PATCH body: %v", err)
+	}
+	waitFor(t, 5*time.Second, "500 bytes on disk", func() bool {
+		fi, err := os.Stat(filepath.Join(dir, id))
+		return err == nil && fi.Size() == 500
+	})
+
+	// HEAD on B: takes the lock from A's PATCH.
+	req, err = http.NewRequestWithContext(t.Context(), http.MethodHead, srvB.URL+"/files/"+id, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Tus-Resumable", "1.0.0")
+	start := time.Now()
+	resp, err = srvB.Client().Do(req)
+	if err != nil {
+		t.Fatalf("HEAD: %v", err)
+	}
+	_ = resp.Body.Close()
+	if elapsed, limit := time.Since(start), 3*time.Second; elapsed > limit {
+		t.Errorf("HEAD took %v, want under %v (the lock expiry is 10s)", elapsed, limit)
+	}
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("HEAD: got status %d, want 200", resp.StatusCode)
+	}
+	if got := resp.Header.Get("Upload-Offset"); got != "500" {
+		t.Errorf("HEAD Upload-Offset: got %q, want %q", got, "500")
+	}
+
+	timer := time.NewTimer(5 * time.Second)
+	defer timer.Stop()
+	select {
+	case res := <-patchDone:
+		// The server may close the connection before the client reads the
+		// answer; when it does answer, it is tusd's interruption error.
+		if res.err == nil && (res.status != http.StatusBadRequest || !strings.Contains(res.body, "ERR_UPLOAD_INTERRUPTED")) {
+			t.Errorf("interrupted PATCH: got %d %q, want 400 ERR_UPLOAD_INTERRUPTED", res.status, res.body)
+		}
+	case <-timer.C:
+		t.Fatalf("the PATCH on A did not end after the HEAD on B")
+	}
+}
