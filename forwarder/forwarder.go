@@ -306,6 +306,13 @@ func (f *Forwarder) pick(now time.Time, later func(time.Time)) (job, bool) {
 			continue
 		}
 		if u.VideoID == "" && !u.TokenDeadline.IsZero() && !u.TokenManaged {
+			if !now.Before(u.TokenDeadline) {
+				// Passed: reload it now so checkDeadlines fails it, even
+				// if its client went quiet and nothing else marks it.
+				f.dirty[id] = true
+				later(now)
+				continue
+			}
 			later(u.TokenDeadline)
 		}
 		limit := f.cfg.ParallelParts

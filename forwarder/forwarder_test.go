@@ -669,3 +669,18 @@ func TestAcceptedPartIsRecordedThroughAStoreOutage(t *testing.T) {
 		t.Fatalf("the injected store failures were not all hit (%d left)", n+1)
 	}
 }
+
+func TestStalledUploadFailsWhenItsDeadlinePasses(t *testing.T) {
+	e := newEnv(t, forwarder.Config{})
+	tok := e.emu.CreateToken(0)
+	deadline := time.Now().Add(300 * time.Millisecond)
+	// 1 MiB in, then the client goes quiet: nothing notifies the forwarder again.
+	e.addUpload("stalled", tok, randomBytes(31, 6*MiB), 1*MiB, func(u *store.Upload) { u.TokenDeadline = deadline })
+	u := e.waitUpload("stalled", "failed", func(u *store.Upload) bool { return u.State == store.StateFailed })
+	if u.Error.Reason != store.ReasonDeadlineMissed {
+		t.Errorf("reason: got %q, want %q", u.Error.Reason, store.ReasonDeadlineMissed)
+	}
+	if late := u.UpdatedAt.Sub(deadline); late < 0 || late > 5*time.Second {
+		t.Errorf("failed %v after the deadline, want within 5s (not at the next resync)", late)
+	}
+}
