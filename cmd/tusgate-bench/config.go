@@ -1,0 +1,301 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/dustin/go-humanize"
+)
+
+const (
+	kib = 1 << 10
+	mib = 1 << 20
+	gib = 1 << 30
+)
+
+// System names.
+const (
+	sysPlain    = "plain-tusd"
+	sysEmbedded = "tusgate-embedded"
+	sysRedis    = "tusgate-redis"
+)
+
+// Workload names.
+const (
+	wlOnePatch     = "one-patch"
+	wlSmallPatches = "small-patches"
+	wlConcurrent   = "concurrent"
+	wlSlowClients  = "slow-clients"
+)
+
+var (
+	allSystems   = []string{sysPlain, sysEmbedded, sysRedis}
+	allWorkloads = []string{wlOnePatch, wlSmallPatches, wlConcurrent, wlSlowClients}
+)
+
+// config is the benchmark's settings.
+type config struct {
+	// Command is the command line, shell-quoted, as printed at the top.
+	Command string
+	// Runs is the number of runs of each workload on each system.
+	Runs int
+	// Systems and Workloads are the selected names, in running order.
+	Systems, Workloads []string
+
+	// Size is the upload size of one-patch and small-patches, in bytes.
+	Size int64
+	// PatchSize is the PATCH size of small-patches, in bytes.
+	PatchSize int64
+	// ConcurrentUploads and ConcurrentSize shape the concurrent workload.
+	ConcurrentUploads int
+	ConcurrentSize    int64
+	// SlowClients, SlowRate (bytes per second per client) and SlowDuration
+	// shape the slow-clients workload: each client sends
+	// SlowRate*SlowDuration bytes at SlowRate.
+	SlowClients  int
+	SlowRate     int64
+	SlowDuration time.Duration
+
+	// RedisURL is the Redis database the tusgate-redis system uses (flushed
+	// before each run).
+	RedisURL string
+	// Tusgate is the tusgate binary; empty = build cmd/tusgate.
+	Tusgate string
+	// TusgateArgs are extra arguments for every tusgate process.
+	TusgateArgs []string
+	// WorkDir holds each run's temporary data directory.
+	WorkDir string
+	// JSON prints JSON instead of the text table; JSONFile also writes it
+	// to that file.
+	JSON     bool
+	JSONFile string
+	// RunTimeout bounds one run of one workload on one system.
+	RunTimeout time.Duration
+}
+
+// sizeValue is a flag holding a byte size such as 64MiB.
+type sizeValue struct{ p *int64 }
+
+func (s sizeValue) String() string {
+	if s.p == nil {
+		return ""
+	}
+	return humanize.IBytes(uint64(*s.p))
+}
+
+func (s sizeValue) Set(v string) error {
+	n, err := humanize.ParseBytes(v)
+	if err != nil {
+		return fmt.Errorf("not a size (such as 64MiB): %w", err)
+	}
+	if n == 0 || n > 1<<50 {
+		return errors.New("must be between 1 byte and 1PiB")
+	}
+	*s.p = int64(n)
+	return nil
+}
+
+// listValue is a comma-separated list flag checked against allowed names.
+type listValue struct {
+	p       *[]string
+	allowed []string
+}
+
+func (l listValue) String() string {
+	if l.p == nil {
+		return ""
+	}
+	return strings.Join(*l.p, ",")
+}
+
+func (l listValue) Set(v string) error {
+	var out []string
+	for name := range strings.SplitSeq(v, ",") {
+		name = strings.TrimSpace(name)
+		if name == "" {
+			continue
+		}
+		if !slices.Contains(l.allowed, name) {
+			return fmt.Errorf("unknown name %q (want some of %s)", name, strings.Join(l.allowed, ","))
+		}
+		if !slices.Contains(out, name) {
+			out = append(out, name)
+		}
+	}
+	if len(out) == 0 {
+		return errors.New("empty list")
+	}
+	*l.p = out
+	return nil
+}
+
+// parseConfig parses the benchmark's flags; it returns nil, nil for --help.
+func parseConfig(args []string, stderr io.Writer) (*config, error) {
+	cfg := &config{
+		Command:           quoteCommand(args),
+		Runs:              3,
+		Systems:           slices.Clone(allSystems),
+		Workloads:         slices.Clone(allWorkloads),
+		Size:              1 * gib,
+		PatchSize:         5 * mib,
+		ConcurrentUploads: 16,
+		ConcurrentSize:    64 * mib,
+		SlowClients:       1000,
+		SlowRate:          64 * kib,
+		SlowDuration:      10 * time.Second,
+		RedisURL:          "redis://127.0.0.1:6379/14",
+		WorkDir:           os.TempDir(),
+		RunTimeout:        10 * time.Minute,
+	}
+	var quick bool
+	var tusgateArgs string
+	fs := flag.NewFlagSet("tusgate-bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: tusgate-bench [flags]\n\nCompares plain tusd, tusgate (embedded store) and tusgate (Redis store)\non the same workloads, run by run interleaved. Sizes: 64MiB, 1GiB.\n\n")
+		fs.PrintDefaults()
+	}
+	fs.IntVar(&cfg.Runs, "runs", cfg.Runs, "runs of each workload on each system")
+	fs.Var(listValue{&cfg.Systems, allSystems}, "systems", "comma-separated systems to run")
+	fs.Var(listValue{&cfg.Workloads, allWorkloads}, "workloads", "comma-separated workloads to run")
+	fs.Var(sizeValue{&cfg.Size}, "size", "upload size of one-patch and small-patches")
+	fs.Var(sizeValue{&cfg.PatchSize}, "patch-size", "PATCH size of small-patches")
+	fs.IntVar(&cfg.ConcurrentUploads, "concurrent-uploads", cfg.ConcurrentUploads, "uploads of the concurrent workload")
+	fs.Var(sizeValue{&cfg.ConcurrentSize}, "concurrent-size", "size of each upload of the concurrent workload")
+	fs.IntVar(&cfg.SlowClients, "slow-clients", cfg.SlowClients, "clients of the slow-clients workload")
+	fs.Var(sizeValue{&cfg.SlowRate}, "slow-rate", "bytes per second each slow client sends")
+	fs.DurationVar(&cfg.SlowDuration, "slow-duration", cfg.SlowDuration, "how long each slow client sends")
+	fs.BoolVar(&quick, "quick", false, "smoke run: 64MiB uploads, 8 x 16MiB concurrent, 100 slow clients for 3s (flags given explicitly win)")
+	fs.StringVar(&cfg.RedisURL, "redis-url", cfg.RedisURL, "Redis database for tusgate-redis (redis://host:port/db); FLUSHDB before each run")
+	fs.StringVar(&cfg.Tusgate, "tusgate", "", "tusgate binary to run (default: go build ./cmd/tusgate from the module root)")
+	fs.StringVar(&tusgateArgs, "tusgate-args", "", "extra space-separated arguments for tusgate, such as \"--part-size 20MiB\"")
+	fs.StringVar(&cfg.WorkDir, "work-dir", cfg.WorkDir, "directory for the runs' temporary data directories")
+	fs.BoolVar(&cfg.JSON, "json", false, "print JSON instead of the text table")
+	fs.StringVar(&cfg.JSONFile, "json-file", "", "also write the JSON report to this file")
+	fs.DurationVar(&cfg.RunTimeout, "run-timeout", cfg.RunTimeout, "bound on one run of one workload on one system")
+	if err := fs.Parse(args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if quick {
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		quickDefaults := map[string]func(){
+			"size":               func() { cfg.Size = 64 * mib },
+			"concurrent-uploads": func() { cfg.ConcurrentUploads = 8 },
+			"concurrent-size":    func() { cfg.ConcurrentSize = 16 * mib },
+			"slow-clients":       func() { cfg.SlowClients = 100 },
+			"slow-duration":      func() { cfg.SlowDuration = 3 * time.Second },
+		}
+		for name, apply := range quickDefaults {
+			if !set[name] {
+				apply()
+			}
+		}
+	}
+	cfg.TusgateArgs = strings.Fields(tusgateArgs)
+	return cfg, cfg.validate()
+}
+
+// validate reports every problem of cfg at once.
+func (c *config) validate() error {
+	var errs []error
+	if c.Runs < 1 {
+		errs = append(errs, fmt.Errorf("--runs %d: must be at least 1", c.Runs))
+	}
+	if c.ConcurrentUploads < 1 {
+		errs = append(errs, fmt.Errorf("--concurrent-uploads %d: must be at least 1", c.ConcurrentUploads))
+	}
+	if c.SlowClients < 1 {
+		errs = append(errs, fmt.Errorf("--slow-clients %d: must be at least 1", c.SlowClients))
+	}
+	if c.SlowDuration <= 0 {
+		errs = append(errs, fmt.Errorf("--slow-duration %v: must be positive", c.SlowDuration))
+	}
+	if c.RunTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("--run-timeout %v: must be positive", c.RunTimeout))
+	}
+	if slices.Contains(c.Systems, sysRedis) {
+		if u, err := url.Parse(c.RedisURL); err != nil || u.Scheme != "redis" || u.Host == "" {
+			errs = append(errs, errors.New("--redis-url: must be redis://host:port[/db] (rediss:// is not supported: the benchmark counts commands on the wire)"))
+		}
+	}
+	if st, err := os.Stat(c.WorkDir); err != nil || !st.IsDir() {
+		errs = append(errs, fmt.Errorf("--work-dir %s: not a directory", c.WorkDir))
+	}
+	return errors.Join(errs...)
+}
+
+// quoteCommand renders args as a shell command line (program name without
+// its directory, which is a temporary one under `go run`).
+func quoteCommand(args []string) string {
+	if len(args) == 0 {
+		return ""
+	}
+	parts := []string{"tusgate-bench"}
+	for _, a := range args[1:] {
+		if a == "" || strings.ContainsAny(a, " \t\n'\"\\$`*?[]{}()<>|&;#~") {
+			a = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+		parts = append(parts, a)
+	}
+	return strings.Join(parts, " ")
+}
+
+// workload is one traffic shape: Uploads uploads of Size bytes each, sent
+// concurrently, each in PATCHes of Patch bytes (0: one PATCH), at Rate bytes
+// per second per upload (0: as fast as possible).
+type workload struct {
+	Name    string `json:"name"`
+	Desc    string `json:"description"`
+	Uploads int    `json:"uploads"`
+	Size    int64  `json:"sizeBytes"`
+	Patch   int64  `json:"patchBytes,omitempty"`
+	Rate    int64  `json:"rateBytesPerSecond,omitempty"`
+	// MeasureOpen samples memory while every upload is open.
+	MeasureOpen bool `json:"measureOpen,omitempty"`
+}
+
+// TotalBytes is the number of bytes the workload uploads.
+func (w workload) TotalBytes() int64 { return int64(w.Uploads) * w.Size }
+
+// workloads builds the selected workloads from the settings.
+func (c *config) workloads() []workload {
+	var out []workload
+	for _, name := range c.Workloads {
+		switch name {
+		case wlOnePatch:
+			out = append(out, workload{Name: name, Uploads: 1, Size: c.Size,
+				Desc: ibytes(c.Size) + " in one PATCH"})
+		case wlSmallPatches:
+			out = append(out, workload{Name: name, Uploads: 1, Size: c.Size, Patch: c.PatchSize,
+				Desc: ibytes(c.Size) + " in " + ibytes(c.PatchSize) + " PATCHes"})
+		case wlConcurrent:
+			out = append(out, workload{Name: name, Uploads: c.ConcurrentUploads, Size: c.ConcurrentSize,
+				Desc: strconv.Itoa(c.ConcurrentUploads) + " concurrent uploads of " + ibytes(c.ConcurrentSize)})
+		case wlSlowClients:
+			size := max(1, int64(float64(c.SlowRate)*c.SlowDuration.Seconds()))
+			out = append(out, workload{Name: name, Uploads: c.SlowClients, Size: size, Rate: c.SlowRate, MeasureOpen: true,
+				Desc: fmt.Sprintf("%d clients at %s/s for %v (%s each)", c.SlowClients, ibytes(c.SlowRate), c.SlowDuration, ibytes(size))})
+		}
+	}
+	return out
+}
+
+// ibytes formats n as 64MiB, 1GiB, 640KiB.
+func ibytes(n int64) string {
+	return strings.ReplaceAll(humanize.IBytes(uint64(n)), " ", "")
+}
