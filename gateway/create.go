@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/dustin/go-humanize"
@@ -35,8 +36,16 @@ const msgTokenRequired = "Upload-Metadata must include the api.video upload toke
 type requestState struct {
 	// creation is the validated creation request (POST only).
 	creation *creation
-	// record is the state-store record read by tusGuard (HEAD, PATCH).
+	// record is the state-store record read by tusGuard (HEAD, PATCH) or
+	// created by the data store (POST), as this request last saw it.
 	record *store.Upload
+	// header is the response's header map, where the data store sets
+	// Upload-Expires before tusd writes the response.
+	header http.Header
+	// discard is set when a creation request ends because the state store
+	// failed after the record was created: the client never learns the
+	// upload's URL, so its bytes are removed once tusd is done.
+	discard bool
 }
 
 type requestStateKey struct{}
@@ -62,7 +71,7 @@ type creation struct {
 // withRequestState puts an empty requestState in the request context.
 func (g *Gateway) withRequestState(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		rs := &requestState{}
+		rs := &requestState{header: w.Header()}
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), requestStateKey{}, rs)))
 	})
 }
@@ -115,18 +124,57 @@ func (g *Gateway) tusGuard(next http.Handler) http.Handler {
 
 // Errors the gateway sends through tusd or itself. Messages are safe to show.
 var (
-	errInternal         = handler.NewError("ERR_INTERNAL", "internal error", http.StatusInternalServerError)
-	errStoreUnavailable = handler.NewError("ERR_STATE_STORE_UNAVAILABLE", "the upload state store is unavailable, try again later", http.StatusServiceUnavailable)
-	errDataStore        = handler.NewError("ERR_DATA_STORE", "the upload data store failed, try again later", http.StatusServiceUnavailable)
-	errConflict         = handler.NewError("ERR_UPLOAD_STATE_CONFLICT", "the upload's state does not allow this request", http.StatusConflict)
+	errInternal = handler.NewError("ERR_INTERNAL", "internal error", http.StatusInternalServerError)
+	errConflict = handler.NewError("ERR_UPLOAD_STATE_CONFLICT", "the upload's state does not allow this request", http.StatusConflict)
 	// errTokenUnknown is 403: the request is well-formed, but api.video
 	// refuses the credential it carries, and retrying cannot help.
 	errTokenUnknown = handler.NewError("ERR_TOKEN_UNKNOWN", "the upload token is unknown to api.video or expired", http.StatusForbidden)
 )
 
-// tokenRetryAfter is the Retry-After (seconds) of a creation refused because
-// the token could not be looked up.
-const tokenRetryAfter = "10"
+// Retry-After values (seconds) of the gateway's transient errors.
+const (
+	// tokenRetryAfter: a creation refused because the token could not be
+	// looked up.
+	tokenRetryAfter = "10"
+	// storeRetryAfter: the state store (or the data store) failed.
+	storeRetryAfter = "5"
+	// diskFullRetryAfter: the data directory's filesystem is full.
+	diskFullRetryAfter = "60"
+)
+
+// codeStoreUnavailable is the tus error code of errStoreUnavailable.
+const codeStoreUnavailable = "ERR_STATE_STORE_UNAVAILABLE"
+
+// errStoreUnavailable is the 503 of a request the state store failed: the
+// gateway takes no byte it cannot track. Each call returns a new header map.
+func errStoreUnavailable() handler.Error {
+	e := handler.NewError(codeStoreUnavailable, "state store unavailable, retry later", http.StatusServiceUnavailable)
+	e.HTTPResponse.Header["Retry-After"] = storeRetryAfter
+	return e
+}
+
+// errDataStore is the 503 of a request the data store (the upload files)
+// failed for a reason other than a full disk.
+func errDataStore() handler.Error {
+	e := handler.NewError("ERR_DATA_STORE", "the upload data store failed, retry later", http.StatusServiceUnavailable)
+	e.HTTPResponse.Header["Retry-After"] = storeRetryAfter
+	return e
+}
+
+// errDiskFull is the 507 of a request that found the data directory's
+// filesystem full. The bytes written before are kept: the client resumes
+// from the offset a HEAD reports once space is back.
+func errDiskFull() handler.Error {
+	e := handler.NewError("ERR_DISK_FULL", "the gateway's disk is full: the bytes received so far are kept, resume later", http.StatusInsufficientStorage)
+	e.HTTPResponse.Header["Retry-After"] = diskFullRetryAfter
+	return e
+}
+
+// isDiskFull reports whether err means the filesystem has no space left
+// (or the quota is exhausted).
+func isDiskFull(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
+}
 
 // errTokenLookup is the 503 of a creation whose token could not be looked up.
 func errTokenLookup() handler.Error {
@@ -143,7 +191,7 @@ func storeError(err error) handler.Error {
 	case errors.Is(err, store.ErrConflict):
 		return errConflict
 	default:
-		return errStoreUnavailable
+		return errStoreUnavailable()
 	}
 }
 

@@ -25,18 +25,95 @@ type liveUpload struct {
 }
 
 // boundaryPending reports whether durable, the number of bytes written,
-// completes a part the state store does not know about yet. With a known
-// size the last part is left to completion; with a deferred size a part
-// counts only once a byte beyond it is in, proving it is not the last.
+// completes a part the state store does not know about yet.
 func (lu *liveUpload) boundaryPending(durable, size int64, deferred bool) bool {
-	rec := lu.recorded.Load()
+	return boundaryPending(lu.plan, lu.recorded.Load(), durable, size, deferred)
+}
+
+// boundaryPending reports whether durable bytes in the data store complete a
+// part of plan p beyond recorded, the Received value of the record. With a
+// known size the last part is left to completion; with a deferred size a
+// part counts only once a byte beyond it is in, proving it is not the last.
+func boundaryPending(p store.Plan, recorded, durable, size int64, deferred bool) bool {
 	if deferred {
-		// The smallest part end ≥ rec.
-		b := lu.plan.End(lu.plan.PartOf(max(rec-1, 0)))
+		// The smallest part end ≥ recorded.
+		b := p.End(p.PartOf(max(recorded-1, 0)))
 		return durable > b
 	}
-	b := lu.plan.End(lu.plan.PartOf(rec))
+	b := p.End(p.PartOf(recorded))
 	return b < size && durable >= b
+}
+
+// pendingReceipt returns what the record u should say once the data store
+// holds fileSize bytes of the upload, when it says less: every byte
+// (complete), or a part boundary crossed (off is then fileSize). ok is false
+// when the record is up to date.
+func pendingReceipt(u *store.Upload, fileSize int64) (off int64, complete, ok bool) {
+	switch {
+	case u.Complete:
+		return 0, false, false
+	case !u.SizeDeferred && u.Size > 0 && fileSize >= u.Size:
+		return u.Size, true, true
+	case boundaryPending(u.Plan, u.Received, fileSize, u.Size, u.SizeDeferred):
+		return fileSize, false, true
+	}
+	return 0, false, false
+}
+
+// errNoChange ends a state-store update that finds nothing to change.
+var errNoChange = errors.New("record already up to date")
+
+// catchUp records, for a HEAD or PATCH (under tusd's lock on the upload),
+// the bytes the data file holds beyond the record when an earlier update
+// failed (state store outage, crash): a part boundary, or every byte. It
+// keeps rs.record current. The error is the response the client gets.
+func (g *Gateway) catchUp(ctx context.Context, rs *requestState, fileSize int64) error {
+	if _, _, ok := pendingReceipt(rs.record, fileSize); !ok {
+		return nil
+	}
+	id := rs.record.ID
+	saved, before, err := g.reconcileReceived(ctx, id, fileSize)
+	switch {
+	case err == nil:
+		rs.record = saved
+		return nil
+	case errors.Is(err, errNoChange):
+		return nil
+	case before != nil && before.State == store.StateDelivered:
+		return nil
+	default:
+		return g.updateError(id, "catch up received bytes", before, err)
+	}
+}
+
+// reconcileReceived brings the record of id up to fileSize bytes in the data
+// store (see pendingReceipt) and notifies. It returns errNoChange when the
+// record is up to date, and the record before the update when it was read.
+func (g *Gateway) reconcileReceived(ctx context.Context, id string, fileSize int64) (saved, before *store.Upload, err error) {
+	now := g.cfg.Now()
+	saved, err = g.st.Update(ctx, id, func(u *store.Upload) error {
+		before = u.Clone()
+		off, complete, ok := pendingReceipt(u, fileSize)
+		if !ok {
+			return errNoChange
+		}
+		return u.RecordReceived(off, complete, now)
+	})
+	if err != nil {
+		return nil, before, err
+	}
+	if saved.Complete {
+		g.live.Delete(id)
+	} else if v, ok := g.live.Load(id); ok {
+		lu := v.(*liveUpload)
+		if saved.Received > lu.recorded.Load() {
+			lu.recorded.Store(saved.Received)
+		}
+	}
+	g.log.Info("recorded bytes found in the data file", zap.String("id", id),
+		zap.Int64("received", saved.Received), zap.Bool("complete", saved.Complete))
+	g.n.Notify(id)
+	return saved, before, nil
 }
 
 // liveFor returns the live state of upload id, loading its plan and
@@ -117,7 +194,8 @@ var (
 )
 
 // NewUpload creates the upload's file, then its record, and notifies. If the
-// record cannot be stored, the file is removed and the client gets a 503.
+// record cannot be stored, the file is removed and the client gets a 503
+// with Retry-After; a full disk gives 507.
 func (d *dataStore) NewUpload(ctx context.Context, info handler.FileInfo) (handler.Upload, error) {
 	g := d.g
 	rs := requestStateFrom(ctx)
@@ -128,8 +206,14 @@ func (d *dataStore) NewUpload(ctx context.Context, info handler.FileInfo) (handl
 	c := rs.creation
 	up, err := g.fs.NewUpload(ctx, info)
 	if err != nil {
+		// A full disk can leave an empty or cut-short .info file behind.
+		g.removeFiles(info.ID)
+		if isDiskFull(err) {
+			g.log.Warn("create upload file: disk full", zap.String("id", info.ID), zap.Error(err))
+			return nil, errDiskFull()
+		}
 		g.log.Error("create upload file", zap.String("id", info.ID), zap.Error(err))
-		return nil, errDataStore
+		return nil, errDataStore()
 	}
 	now := g.cfg.Now()
 	rec := &store.Upload{
@@ -155,19 +239,22 @@ func (d *dataStore) NewUpload(ctx context.Context, info handler.FileInfo) (handl
 		if terr := g.fs.AsTerminatableUpload(up).Terminate(ctx); terr != nil {
 			g.log.Error("remove upload file after failed record creation", zap.String("id", info.ID), zap.Error(terr))
 		}
-		return nil, errStoreUnavailable
+		return nil, errStoreUnavailable()
 	}
 	g.log.Info("upload created", zap.String("id", info.ID), zap.Int64("size", info.Size),
 		zap.Bool("sizeDeferred", info.SizeIsDeferred), zap.Bool("token", c.token != ""), zap.Bool("managed", c.managed))
 	g.live.Store(info.ID, &liveUpload{plan: rec.Plan})
+	rs.record = rec.Clone()
+	g.setExpires(rs)
 	// The forwarder tracks the token deadline from the start.
 	g.n.Notify(info.ID)
 	return &upload{g: g, id: info.ID, inner: up}, nil
 }
 
-// GetUpload opens an existing upload. If its bytes are complete but its
-// record does not say so (the completion update failed earlier), it records
-// the completion now.
+// GetUpload opens an existing upload. For a HEAD or PATCH, it first records
+// what the data file holds beyond the record (a part boundary or every byte,
+// left unrecorded by an earlier state-store failure) and sets Upload-Expires
+// on an incomplete upload.
 func (d *dataStore) GetUpload(ctx context.Context, id string) (handler.Upload, error) {
 	g := d.g
 	up, err := g.fs.GetUpload(ctx, id)
@@ -176,17 +263,22 @@ func (d *dataStore) GetUpload(ctx context.Context, id string) (handler.Upload, e
 			return nil, handler.ErrNotFound
 		}
 		g.log.Error("open upload", zap.String("id", id), zap.Error(err))
-		return nil, errDataStore
+		return nil, errDataStore()
 	}
 	u := &upload{g: g, id: id, inner: up}
-	if rs := requestStateFrom(ctx); rs != nil && rs.record != nil && rs.record.ID == id && !rs.record.Complete {
-		info, err := up.GetInfo(ctx)
-		if err == nil && !info.SizeIsDeferred && info.Size > 0 && info.Offset == info.Size {
-			if err := u.record(ctx, nil, info.Size, true); err != nil {
-				return nil, err
-			}
-			g.live.Delete(id)
-		}
+	rs := requestStateFrom(ctx)
+	if rs == nil || rs.record == nil || rs.record.ID != id {
+		return u, nil
+	}
+	info, err := u.GetInfo(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := g.catchUp(ctx, rs, info.Offset); err != nil {
+		return nil, err
+	}
+	if !rs.record.Complete {
+		g.setExpires(rs)
 	}
 	return u, nil
 }
@@ -222,7 +314,7 @@ func (u *upload) GetInfo(ctx context.Context) (handler.FileInfo, error) {
 	info, err := u.inner.GetInfo(ctx)
 	if err != nil {
 		u.g.log.Error("read upload info", zap.String("id", u.id), zap.Error(err))
-		return handler.FileInfo{}, errDataStore
+		return handler.FileInfo{}, errDataStore()
 	}
 	return info, nil
 }
@@ -232,13 +324,18 @@ func (u *upload) GetReader(ctx context.Context) (io.ReadCloser, error) {
 	rc, err := u.inner.GetReader(ctx)
 	if err != nil {
 		u.g.log.Error("open upload data", zap.String("id", u.id), zap.Error(err))
-		return nil, errDataStore
+		return nil, errDataStore()
 	}
 	return rc, nil
 }
 
 // WriteChunk writes src through a counting reader that records progress in
-// the state store whenever the bytes already written complete a part.
+// the state store whenever the bytes already written complete a part. If
+// that update fails, the request ends there (503 with Retry-After when the
+// state store is unavailable, 410/404 when the upload failed or was
+// terminated meanwhile): the bytes written so far stay in the file and count
+// (tusd's offset is the file size), and the next HEAD or PATCH records them.
+// A full disk ends the request with 507, the bytes written so far kept.
 func (u *upload) WriteChunk(ctx context.Context, offset int64, src io.Reader) (int64, error) {
 	// tusd v2.9.1 sets the request's body reader before calling WriteChunk,
 	// and a goroutine of its reads it without synchronisation once the
@@ -264,22 +361,31 @@ func (u *upload) WriteChunk(ctx context.Context, offset int64, src io.Reader) (i
 	n, err := u.inner.WriteChunk(ctx, offset, cr)
 	end := offset + n
 	lu.offset.Store(end)
-	if err != nil {
+	switch {
+	case err == nil:
+	case cr.stop != nil:
+		err = cr.stop
+	case isDiskFull(err):
+		u.g.log.Warn("write upload data: disk full", zap.String("id", u.id), zap.Int64("offset", end), zap.Error(err))
+		err = errDiskFull()
+	default:
 		if _, ok := errors.AsType[handler.Error](err); !ok {
 			u.g.log.Error("write upload data", zap.String("id", u.id), zap.Int64("offset", end), zap.Error(err))
-			err = errDataStore
+			err = errDataStore()
 		}
 	}
 	// The bytes of the last read are written only now. Completion is
 	// recorded by FinishUpload, which tusd calls next.
 	complete := !info.SizeIsDeferred && end == info.Size
-	if !complete && lu.boundaryPending(end, info.Size, info.SizeIsDeferred) {
+	if cr.stop == nil && !complete && lu.boundaryPending(end, info.Size, info.SizeIsDeferred) {
 		if rerr := u.record(ctx, lu, end, false); rerr != nil && err == nil {
-			if e, ok := errors.AsType[handler.Error](rerr); ok && e.HTTPResponse.StatusCode != http.StatusServiceUnavailable {
-				err = rerr
-			}
+			err = rerr
 		}
 	}
+	if !complete {
+		u.g.setExpires(requestStateFrom(ctx))
+	}
+	markDiscard(ctx, err)
 	return n, err
 }
 
@@ -287,18 +393,34 @@ func (u *upload) WriteChunk(ctx context.Context, offset int64, src io.Reader) (i
 func (u *upload) FinishUpload(ctx context.Context) error {
 	if err := u.inner.FinishUpload(ctx); err != nil {
 		u.g.log.Error("finish upload", zap.String("id", u.id), zap.Error(err))
-		return errDataStore
+		return errDataStore()
 	}
 	info, err := u.GetInfo(ctx)
 	if err != nil {
 		return err
 	}
 	if err := u.record(ctx, nil, info.Size, true); err != nil {
+		markDiscard(ctx, err)
 		return err
 	}
 	u.g.live.Delete(u.id)
+	if rs := requestStateFrom(ctx); rs != nil && rs.header != nil {
+		rs.header.Del(headerUploadExpires)
+	}
 	u.g.log.Info("upload received", zap.String("id", u.id), zap.Int64("size", info.Size))
 	return nil
+}
+
+// markDiscard flags a creation request (creation-with-upload) that ends
+// with err because the state store failed after the record was created.
+func markDiscard(ctx context.Context, err error) {
+	e, ok := errors.AsType[handler.Error](err)
+	if !ok || e.ErrorCode != codeStoreUnavailable {
+		return
+	}
+	if rs := requestStateFrom(ctx); rs != nil && rs.creation != nil {
+		rs.discard = true
+	}
 }
 
 // record saves that off bytes are in the data store (and whether that is
@@ -334,23 +456,23 @@ type countingReader struct {
 	read     int64 // bytes returned so far
 	size     int64
 	deferred bool
-	// retryAt holds back a failed boundary update until this offset, so a
-	// store outage does not turn into a store call per read.
-	retryAt int64
+	// stop is the error that ended the body: the boundary update failed
+	// (state store unavailable, upload failed or terminated meanwhile).
+	stop error
 }
 
-// Read implements io.Reader.
+// Read implements io.Reader. When the bytes written complete a part it
+// records them first; if that fails it takes no more bytes.
 func (c *countingReader) Read(p []byte) (int, error) {
+	if c.stop != nil {
+		return 0, c.stop
+	}
 	durable := c.base + c.read
 	c.lu.offset.Store(durable)
-	if durable >= c.retryAt && c.lu.boundaryPending(durable, c.size, c.deferred) {
+	if c.lu.boundaryPending(durable, c.size, c.deferred) {
 		if err := c.u.record(c.ctx, c.lu, durable, false); err != nil {
-			e, ok := errors.AsType[handler.Error](err)
-			if ok && e.HTTPResponse.StatusCode != http.StatusServiceUnavailable {
-				// Failed or terminated meanwhile: stop taking bytes.
-				return 0, err
-			}
-			c.retryAt = c.lu.plan.End(c.lu.plan.PartOf(durable))
+			c.stop = err
+			return 0, err
 		}
 	}
 	n, err := c.src.Read(p)
@@ -376,12 +498,12 @@ func (t terminatable) Terminate(ctx context.Context) error {
 		// in every case the bytes can go.
 	default:
 		g.log.Error("terminate upload record", zap.String("id", u.id), zap.Error(err))
-		return errStoreUnavailable
+		return errStoreUnavailable()
 	}
 	g.live.Delete(u.id)
 	if terr := g.fs.AsTerminatableUpload(u.inner).Terminate(ctx); terr != nil {
 		g.log.Error("remove upload file", zap.String("id", u.id), zap.Error(terr))
-		return errDataStore
+		return errDataStore()
 	}
 	if err == nil {
 		g.n.Notify(u.id)
@@ -420,8 +542,12 @@ func (l lengthDeclarable) DeclareLength(ctx context.Context, length int64) error
 		return g.updateError(u.id, "declare size", before, err)
 	}
 	if err := g.fs.AsLengthDeclarableUpload(u.inner).DeclareLength(ctx, length); err != nil {
+		if isDiskFull(err) {
+			g.log.Warn("declare upload length: disk full", zap.String("id", u.id), zap.Error(err))
+			return errDiskFull()
+		}
 		g.log.Error("declare upload length", zap.String("id", u.id), zap.Error(err))
-		return errDataStore
+		return errDataStore()
 	}
 	g.n.Notify(u.id)
 	return nil

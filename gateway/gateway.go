@@ -13,6 +13,14 @@
 // TokenInspector when one is configured, else from `tokenExpiresAt`). When
 // TokenRequired is off (an API key is configured) a client that sends no
 // token gets a managed upload: the forwarder mints its token.
+//
+// Failures: when the state store fails, creation, HEAD and PATCH answer 503
+// with Retry-After rather than take bytes the gateway cannot track (a PATCH
+// crossing a part boundary ends there, its bytes kept); the next HEAD or
+// PATCH records what the data file holds. A full disk gives 507 with
+// Retry-After, the bytes already written kept. Reconcile repairs records
+// after a crash (call it before serving); RunJanitor deletes uploads nobody
+// resumed within Config.UploadExpiry (tus expiration extension).
 package gateway
 
 import (
@@ -62,6 +70,10 @@ type TokenInspector interface {
 
 // Config configures a Gateway. The zero value of a field means its default.
 type Config struct {
+	// Locker serialises requests on one upload. Default: tusd's in-process
+	// memorylocker (one instance); use a distributed locker (store/redislock)
+	// when several instances share uploads.
+	Locker handler.Locker
 	// BasePath is the URL path of the tus endpoint. Default "/files/".
 	BasePath string
 	// DataDir is the directory holding the upload bytes (tusd's disk store).
@@ -106,6 +118,18 @@ type Config struct {
 	// RespectForwardedHeaders builds the Location of new uploads from
 	// X-Forwarded-Host/-Proto and Forwarded (behind a trusted reverse proxy).
 	RespectForwardedHeaders bool
+	// IdleTimeout is how long an incomplete upload may go without a new byte
+	// (the last write to its data file, or its creation while it holds none)
+	// before its status reports "stalled": true. A stalled upload stays
+	// resumable. Default (0) 1m.
+	IdleTimeout time.Duration
+	// UploadExpiry is how long an incomplete upload may go without a new
+	// byte (measured as for IdleTimeout) before it expires (tus expiration
+	// extension): responses to POST, PATCH and HEAD of an incomplete upload
+	// carry the time as Upload-Expires, and ExpireUploads (run by
+	// RunJanitor) then deletes its bytes and record. Uploads with every byte
+	// received never expire. Default (0) 24h.
+	UploadExpiry time.Duration
 	// Now returns the current time. Default time.Now.
 	Now func() time.Time
 	// Logger receives the gateway's logs (name it, e.g. Named("gateway"));
@@ -116,6 +140,9 @@ type Config struct {
 // withDefaults returns c with defaults filled in, or an error listing every
 // invalid setting.
 func (c Config) withDefaults() (Config, error) {
+	if c.Locker == nil {
+		c.Locker = memorylocker.New()
+	}
 	if c.BasePath == "" {
 		c.BasePath = "/files/"
 	}
@@ -127,6 +154,12 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.CompletionWindow <= 0 {
 		c.CompletionWindow = 24 * time.Hour
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = time.Minute
+	}
+	if c.UploadExpiry <= 0 {
+		c.UploadExpiry = 24 * time.Hour
 	}
 	if c.TokenLookupTimeout <= 0 {
 		c.TokenLookupTimeout = 5 * time.Second
@@ -199,6 +232,7 @@ type Gateway struct {
 	fs      filestore.FileStore
 	tus     *handler.UnroutedHandler
 	src     *DataSource
+	locker  handler.Locker
 	cors    *handler.CorsConfig
 	handler http.Handler
 
@@ -231,6 +265,7 @@ func New(cfg Config, st store.Store, n Notifier) (*Gateway, error) {
 		n:       n,
 		log:     cfg.Logger,
 		fs:      filestore.New(cfg.DataDir),
+		locker:  cfg.Locker,
 	}
 	g.cors, _ = corsConfig(cfg.CORSOrigins)
 	g.src = &DataSource{fs: g.fs}
@@ -240,7 +275,7 @@ func New(cfg Config, st store.Store, n Notifier) (*Gateway, error) {
 	composer.UseCore(ds)
 	composer.UseTerminater(ds)
 	composer.UseLengthDeferrer(ds)
-	memorylocker.New().UseIn(composer)
+	composer.UseLocker(g.locker)
 
 	var levels []tuslog.Option
 	if !cfg.VerboseTusdLogs {
@@ -317,7 +352,7 @@ func (g *Gateway) Shutdown() {
 // routes registers every route in one place.
 func (g *Gateway) routes() http.Handler {
 	mux := http.NewServeMux()
-	tus := g.withRequestState(g.tus.Middleware(g.tusGuard(http.HandlerFunc(g.tusRouter))))
+	tus := g.withRequestState(advertiseExpiration(g.tus.Middleware(g.tusGuard(http.HandlerFunc(g.tusRouter)))))
 	base := g.cfg.BasePath
 	mux.Handle(base, http.StripPrefix(base, tus))
 	mux.Handle(strings.TrimSuffix(base, "/"), http.StripPrefix(strings.TrimSuffix(base, "/"), tus))
@@ -342,6 +377,9 @@ func (g *Gateway) tusRouter(w http.ResponseWriter, r *http.Request) {
 	if id == "" {
 		if r.Method == http.MethodPost {
 			g.tus.PostFile(w, r)
+			if rs := requestStateFrom(r.Context()); rs != nil && rs.discard && rs.record != nil {
+				g.discardCreated(r.Context(), rs.record.ID)
+			}
 			return
 		}
 		w.Header().Set("Allow", "POST, OPTIONS")

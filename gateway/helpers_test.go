@@ -30,21 +30,56 @@ const MiB = 1 << 20
 // testPlan has 5 MiB parts, so a 12 MiB upload has boundaries at 5 and 10 MiB.
 var testPlan = store.Plan{FirstPartSize: 5 * MiB, PartSize: 5 * MiB}
 
-// faultStore is the real embedded store with switchable failures.
+// faultStore is the real embedded store with switchable failures, each
+// failing the way an unreachable store does (store.ErrUnavailable).
 type faultStore struct {
 	store.Store
 	failPing   atomic.Bool
 	failCreate atomic.Bool
+	failGet    atomic.Bool
+	failUpdate atomic.Bool
+	failList   atomic.Bool
+	failDelete atomic.Bool
+	// failUpdates makes the next n Updates fail.
+	failUpdates atomic.Int64
 	// beforeUpdate, when set, runs once before the next Update: it lets a
 	// test change the record between the gateway's Get and its Update.
 	beforeUpdate atomic.Pointer[func()]
 }
 
+// errInjected is the failure faultStore injects.
+var errInjected = fmt.Errorf("injected failure: %w", store.ErrUnavailable)
+
 func (f *faultStore) Update(ctx context.Context, id string, fn func(*store.Upload) error) (*store.Upload, error) {
 	if hook := f.beforeUpdate.Swap(nil); hook != nil {
 		(*hook)()
 	}
+	if f.failUpdate.Load() || f.failUpdates.Add(-1) >= 0 {
+		return nil, fmt.Errorf("update %s: %w", id, errInjected)
+	}
+	f.failUpdates.Store(0)
 	return f.Store.Update(ctx, id, fn)
+}
+
+func (f *faultStore) Get(ctx context.Context, id string) (*store.Upload, error) {
+	if f.failGet.Load() {
+		return nil, fmt.Errorf("get %s: %w", id, errInjected)
+	}
+	return f.Store.Get(ctx, id)
+}
+
+func (f *faultStore) ListActive(ctx context.Context) ([]string, error) {
+	if f.failList.Load() {
+		return nil, fmt.Errorf("list active: %w", errInjected)
+	}
+	return f.Store.ListActive(ctx)
+}
+
+func (f *faultStore) Delete(ctx context.Context, id string) error {
+	if f.failDelete.Load() {
+		return fmt.Errorf("delete %s: %w", id, errInjected)
+	}
+	return f.Store.Delete(ctx, id)
 }
 
 // clock is a settable clock, safe to read from the server's goroutines.

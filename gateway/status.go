@@ -35,6 +35,9 @@ type Status struct {
 	Filename           *string        `json:"filename"`
 	CreatedAt          time.Time      `json:"createdAt"`
 	UpdatedAt          time.Time      `json:"updatedAt"`
+	// Stalled is true when the upload is not complete, not terminal, and no
+	// byte arrived for the gateway's IdleTimeout. It can still be resumed.
+	Stalled bool `json:"stalled"`
 }
 
 // StatusParts counts an upload's api.video parts.
@@ -167,11 +170,14 @@ func (g *Gateway) handleStatus(w http.ResponseWriter, r *http.Request) {
 		return
 	case err != nil:
 		g.log.Error("status: read upload record", zap.String("id", id), zap.Error(err))
-		writeJSON(w, http.StatusServiceUnavailable, jsonError{jsonErrorBody{"unavailable", "the upload state store is unavailable, try again later"}})
+		w.Header().Set("Retry-After", storeRetryAfter)
+		writeJSON(w, http.StatusServiceUnavailable, jsonError{jsonErrorBody{"unavailable", "state store unavailable, retry later"}})
 		return
 	}
 	live, hasLive := g.liveOffset(id)
-	writeJSON(w, http.StatusOK, newStatus(u, live, hasLive))
+	s := newStatus(u, live, hasLive)
+	s.Stalled = g.stalled(u, g.cfg.Now())
+	writeJSON(w, http.StatusOK, s)
 }
 
 // handleHealthz reports that the process is up.

@@ -19,6 +19,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/tus/tusd/v2/pkg/handler"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -28,6 +29,7 @@ import (
 	"github.com/tusgate/tusgate/gateway"
 	"github.com/tusgate/tusgate/store"
 	"github.com/tusgate/tusgate/store/boltstore"
+	"github.com/tusgate/tusgate/store/redislock"
 	"github.com/tusgate/tusgate/store/redisstore"
 )
 
@@ -67,7 +69,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	defer func() { _ = log.Sync() }()
 	log.Info("starting tusgate", zap.String("version", version), zap.Dict("config", cfg.Fields()...))
 
-	st, err := openStore(ctx, cfg)
+	st, locker, err := openStore(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
@@ -90,6 +92,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		TokenRequired:    cfg.APIVideoAPIKey == "",
 		CORSOrigins:      cfg.CORSOrigins,
 		Tokens:           tokens,
+		Locker:           locker,
+		IdleTimeout:      cfg.IdleTimeout,
+		UploadExpiry:     cfg.UploadExpiry,
 		Registerer:       reg,
 		Gatherer:         reg,
 		Logger:           log.Named("gateway"),
@@ -111,6 +116,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	fwd = forwarder.New(fcfg, st, gw.Source(), client)
 
+	// Catch up with what a crash left behind (bytes tusd wrote that the
+	// store never recorded, completions, lost files) before serving.
+	if err := gw.Reconcile(ctx); err != nil {
+		return fmt.Errorf("reconcile uploads with the state store: %w", err)
+	}
+
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("--listen %s: %w", cfg.Listen, err)
@@ -128,10 +139,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 	fwdCtx, stopFwd := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(4)
 	go func() {
 		defer wg.Done()
 		_ = fwd.Run(fwdCtx)
+	}()
+	go func() {
+		defer wg.Done()
+		gw.RunJanitor(fwdCtx, time.Minute)
+	}()
+	go func() {
+		defer wg.Done()
+		watchStore(fwdCtx, st, log.Named("store"))
 	}()
 	serveErr := make(chan error, 1)
 	go func() {
@@ -182,19 +201,51 @@ type notifyFunc func(id string)
 
 func (f notifyFunc) Notify(id string) { f(id) }
 
-func openStore(ctx context.Context, cfg config.Config) (store.Store, error) {
+// openStore opens the state store, and with Redis the distributed tusd
+// locker on the same connections (nil: the gateway's in-process locker).
+func openStore(ctx context.Context, cfg config.Config, log *zap.Logger) (store.Store, handler.Locker, error) {
 	if cfg.RedisURL != "" {
-		st, err := redisstore.Open(ctx, cfg.RedisURL, "tusgate")
+		st, err := redisstore.Open(ctx, cfg.RedisURL, redisstore.DefaultPrefix)
 		if err != nil {
-			return nil, fmt.Errorf("--redis-url: %w", err)
+			return nil, nil, fmt.Errorf("--redis-url: %w", err)
 		}
-		return st, nil
+		return st, redislock.New(st.Client(), redislock.WithLogger(log.Named("lock"))), nil
 	}
 	st, err := boltstore.Open(filepath.Join(cfg.DataDir, "state.db"))
 	if err != nil {
-		return nil, fmt.Errorf("--data-dir %s: %w", cfg.DataDir, err)
+		return nil, nil, fmt.Errorf("--data-dir %s: %w", cfg.DataDir, err)
 	}
-	return st, nil
+	return st, nil, nil
+}
+
+// watchStore pings the state store every few seconds and logs when it
+// becomes unreachable or comes back, and why (e.g. Redis lost its data).
+func watchStore(ctx context.Context, st store.Store, log *zap.Logger) {
+	tick := time.NewTicker(5 * time.Second)
+	defer tick.Stop()
+	var failing bool
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		err := st.Ping(pctx)
+		cancel()
+		switch {
+		case err != nil && ctx.Err() == nil && !failing:
+			failing = true
+			if errors.Is(err, store.ErrDatasetLost) {
+				log.Error("state store lost its data: readiness fails until it is fixed", zap.Error(err))
+			} else {
+				log.Error("state store unreachable: uploads answer 503 until it is back", zap.Error(err))
+			}
+		case err == nil && failing:
+			failing = false
+			log.Info("state store reachable again")
+		}
+	}
 }
 
 func newLogger(cfg config.Config, w io.Writer) (*zap.Logger, error) {

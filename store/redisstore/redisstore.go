@@ -345,3 +345,7 @@ func scrub(msg, rawURL string) string {
 	}
 	return msg
 }
+
+// Client returns the Redis client the store uses, so other components of
+// the same process (the distributed tusd locker) share its connections.
+func (s *Store) Client() redis.UniversalClient { return s.client }
