@@ -2,9 +2,7 @@ package redislock_test
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
-	"os"
 	"runtime"
 	"strings"
 	"sync"
@@ -13,48 +11,18 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
 	"github.com/tus/tusd/v2/pkg/handler"
+	"github.com/tusgate/tusgate/internal/redistest"
 
 	"github.com/tusgate/tusgate/store/redislock"
 )
 
-func redisAddr() string {
-	if addr := os.Getenv("TUSGATE_TEST_REDIS_ADDR"); addr != "" {
-		return addr
-	}
-	return "127.0.0.1:6379"
-}
+func newClient(t *testing.T) *redis.Client { return redistest.Client(t) }
 
-// newClient returns a new client of the test Redis, closed when t ends. Each
-// Locker in a test gets its own, as separate gateway processes would.
-func newClient(t *testing.T) *redis.Client {
-	t.Helper()
-	client := redis.NewClient(&redis.Options{Addr: redisAddr(), ContextTimeoutEnabled: true, PoolSize: 32})
-	t.Cleanup(func() { _ = client.Close() })
-	if err := client.Ping(t.Context()).Err(); err != nil {
-		t.Fatalf("test Redis at %s (set TUSGATE_TEST_REDIS_ADDR): %v", redisAddr(), err)
-	}
-	return client
-}
+func newPrefix(t *testing.T, client *redis.Client) string { return redistest.Prefix(t, client) }
 
-// newPrefix returns a random key prefix whose keys are deleted when t ends.
-func newPrefix(t *testing.T, client *redis.Client) string {
-	t.Helper()
-	prefix := "tusgate-test-" + rand.Text()
-	t.Cleanup(func() {
-		ctx := context.WithoutCancel(t.Context())
-		iter := client.Scan(ctx, 0, prefix+":*", 100).Iterator()
-		for iter.Next(ctx) {
-			if err := client.Del(ctx, iter.Val()).Err(); err != nil {
-				t.Errorf("clean up %s: %v", iter.Val(), err)
-			}
-		}
-		if err := iter.Err(); err != nil {
-			t.Errorf("clean up %s:*: %v", prefix, err)
-		}
-	})
-	return prefix
-}
+func redisAddr() string { return redistest.Addr() }
 
 // checkNoLeaks fails t if, when t ends, a goroutine of package redislock is
 // still running after a grace period. Call it first in a test, so its

@@ -2,57 +2,26 @@ package redisstore_test
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"net"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tusgate/tusgate/internal/redistest"
+
 	"github.com/tusgate/tusgate/store"
 	"github.com/tusgate/tusgate/store/redisstore"
 	"github.com/tusgate/tusgate/store/storetest"
 )
 
-func redisAddr() string {
-	if addr := os.Getenv("TUSGATE_TEST_REDIS_ADDR"); addr != "" {
-		return addr
-	}
-	return "127.0.0.1:6379"
-}
+func newClient(t *testing.T) *redis.Client { return redistest.Client(t) }
 
-// newClient returns a client of the test Redis, closed when t ends.
-func newClient(t *testing.T) *redis.Client {
-	t.Helper()
-	client := redis.NewClient(&redis.Options{Addr: redisAddr(), ContextTimeoutEnabled: true, PoolSize: 64})
-	t.Cleanup(func() { _ = client.Close() })
-	if err := client.Ping(t.Context()).Err(); err != nil {
-		t.Fatalf("test Redis at %s (set TUSGATE_TEST_REDIS_ADDR): %v", redisAddr(), err)
-	}
-	return client
-}
+func newPrefix(t *testing.T, client *redis.Client) string { return redistest.Prefix(t, client) }
 
-// newPrefix returns a random key prefix whose keys are deleted when t ends.
-func newPrefix(t *testing.T, client *redis.Client) string {
-	t.Helper()
-	prefix := "tusgate-test-" + rand.Text()
-	t.Cleanup(func() {
-		ctx := context.WithoutCancel(t.Context())
-		iter := client.Scan(ctx, 0, prefix+":*", 100).Iterator()
-		for iter.Next(ctx) {
-			if err := client.Del(ctx, iter.Val()).Err(); err != nil {
-				t.Errorf("clean up %s: %v", iter.Val(), err)
-			}
-		}
-		if err := iter.Err(); err != nil {
-			t.Errorf("clean up %s:*: %v", prefix, err)
-		}
-	})
-	return prefix
-}
+func redisAddr() string { return redistest.Addr() }
 
 func TestConformance(t *testing.T) {
 	client := newClient(t)
