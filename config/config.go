@@ -13,7 +13,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"runtime"
@@ -109,6 +111,30 @@ type Config struct {
 	// with the tus Upload-Expires header; positive. Flag --upload-expiry,
 	// default 24h.
 	UploadExpiry time.Duration
+	// NetworkTimeout bounds each read of an upload's request body: a client
+	// that sends nothing for this long mid-PATCH is cut off (the bytes
+	// received are kept), at least 1s. Flag --network-timeout, default 60s.
+	NetworkTimeout time.Duration
+	// MaxOpenUploadsPerClient is how many incomplete uploads one client
+	// address may have at a time (counted in memory per instance), 0 = no
+	// limit. Flag --max-open-uploads-per-client, default 100.
+	MaxOpenUploadsPerClient int
+	// CreateRate is how many upload creations per second one client address
+	// may make after its burst (counted in memory per instance), 0 = no
+	// limit. Flag --create-rate (10, 10/s, 600/m, 36000/h), default 10/s.
+	CreateRate float64
+	// CreateBurst is how many creations one client address may make at once
+	// before CreateRate applies, at least 1. Flag --create-burst, default 20.
+	CreateBurst int
+	// MaxMetadataSize is the largest Upload-Metadata header accepted at
+	// creation, in bytes, between 256 bytes and 1MiB. Flag
+	// --max-metadata-size, default 4KiB.
+	MaxMetadataSize int64
+	// TrustedProxies lists the reverse proxies (addresses or CIDR prefixes)
+	// whose X-Forwarded-For names the client for the per-client limits.
+	// Flag --trusted-proxies (comma-separated), default empty =
+	// X-Forwarded-For is never trusted, the connection's peer is the client.
+	TrustedProxies []netip.Prefix
 	// InstanceID identifies this process's leases in the state store; it must
 	// be unique among instances sharing a store and contain no spaces. Flag
 	// --instance-id, default the host name.
@@ -133,23 +159,28 @@ func Default() Config {
 		host = "tusgate-" + rand.Text()[:8]
 	}
 	return Config{
-		Listen:           ":8080",
-		DataDir:          "./data",
-		APIVideoURL:      "https://ws.api.video",
-		PartSize:         50 * mib,
-		Workers:          max(4, 2*runtime.NumCPU()),
-		ParallelParts:    2,
-		BasePath:         "/files/",
-		CompletionWindow: 24 * time.Hour,
-		MaxSize:          MaxUploadSize,
-		TokenTTL:         time.Hour,
-		ShutdownTimeout:  20 * time.Second,
-		LeaseDuration:    30 * time.Second,
-		IdleTimeout:      time.Minute,
-		UploadExpiry:     24 * time.Hour,
-		InstanceID:       host,
-		LogLevel:         "info",
-		LogFormat:        "json",
+		Listen:                  ":8080",
+		DataDir:                 "./data",
+		APIVideoURL:             "https://ws.api.video",
+		PartSize:                50 * mib,
+		Workers:                 max(4, 2*runtime.NumCPU()),
+		ParallelParts:           2,
+		BasePath:                "/files/",
+		CompletionWindow:        24 * time.Hour,
+		MaxSize:                 MaxUploadSize,
+		TokenTTL:                time.Hour,
+		ShutdownTimeout:         20 * time.Second,
+		LeaseDuration:           30 * time.Second,
+		IdleTimeout:             time.Minute,
+		UploadExpiry:            24 * time.Hour,
+		NetworkTimeout:          60 * time.Second,
+		InstanceID:              host,
+		MaxOpenUploadsPerClient: 100,
+		CreateRate:              10,
+		CreateBurst:             20,
+		MaxMetadataSize:         4 * kib,
+		LogLevel:                "info",
+		LogFormat:               "json",
 	}
 }
 
@@ -186,6 +217,12 @@ func (c *Config) settings() []setting {
 		duration("lease-duration", "how long a forwarder's claim on a part lasts unless renewed, at least 1s", &c.LeaseDuration),
 		duration("idle-timeout", "an incomplete upload with no new bytes for this long is reported stalled (still resumable)", &c.IdleTimeout),
 		duration("upload-expiry", "an incomplete upload with no new bytes for this long is abandoned and deleted (tus Upload-Expires)", &c.UploadExpiry),
+		duration("network-timeout", "a client that sends no byte of an upload for this long is cut off (the bytes received are kept), at least 1s", &c.NetworkTimeout),
+		integer("max-open-uploads-per-client", "incomplete uploads one client address may have at a time (per instance); 0 = no limit", &c.MaxOpenUploadsPerClient),
+		rate("create-rate", "upload creations per second one client address may make after its burst (per instance): 10, 10/s, 600/m; 0 = no limit", &c.CreateRate),
+		integer("create-burst", "upload creations one client address may make at once before --create-rate applies, at least 1", &c.CreateBurst),
+		size("max-metadata-size", "largest Upload-Metadata header accepted at creation, 256 bytes..1MiB", &c.MaxMetadataSize),
+		prefixes("trusted-proxies", "comma-separated addresses or CIDR prefixes of reverse proxies whose X-Forwarded-For names the client; empty = never trust X-Forwarded-For", &c.TrustedProxies),
 		str("instance-id", "ID", "identifies this process's leases in the state store; unique per instance", &c.InstanceID),
 		str("log-level", "LEVEL", "minimum level logged: debug, info, warn or error", &c.LogLevel),
 		str("log-format", "FORMAT", "log encoding: json or console", &c.LogFormat),
@@ -255,6 +292,69 @@ func list(name, usage string, p *[]string) setting {
 			return nil
 		},
 		get: func() string { return strings.Join(*p, ",") }}
+}
+
+// rate parses a rate per second: "10", "10/s", "600/m" or "36000/h".
+func rate(name, usage string, p *float64) setting {
+	return setting{name: name, arg: "RATE", usage: usage,
+		set: func(raw string) error {
+			num, unit, _ := strings.Cut(strings.TrimSpace(raw), "/")
+			per := map[string]float64{"": 1, "s": 1, "m": 60, "h": 3600}[strings.TrimSpace(unit)]
+			n, err := strconv.ParseFloat(strings.TrimSpace(num), 64)
+			if err != nil || per == 0 || math.IsNaN(n) || math.IsInf(n, 0) {
+				return errors.New("not a rate (try 10, 10/s, 600/m or 36000/h)")
+			}
+			*p = n / per
+			return nil
+		},
+		get: func() string { return strconv.FormatFloat(*p, 'f', -1, 64) + "/s" }}
+}
+
+// prefixes parses a comma-separated list of IP addresses and CIDR prefixes.
+func prefixes(name, usage string, p *[]netip.Prefix) setting {
+	return setting{name: name, arg: "LIST", usage: usage,
+		set: func(raw string) error {
+			var items []netip.Prefix
+			for item := range strings.SplitSeq(raw, ",") {
+				if item = strings.TrimSpace(item); item == "" {
+					continue
+				}
+				pfx, err := parsePrefix(item)
+				if err != nil {
+					return fmt.Errorf("%q is not an IP address or CIDR prefix (e.g. 10.0.0.1 or 10.0.0.0/8)", item)
+				}
+				items = append(items, pfx)
+			}
+			*p = items
+			return nil
+		},
+		get: func() string { return formatPrefixes(*p) }}
+}
+
+// formatPrefixes writes prefixes as --trusted-proxies reads them, single
+// addresses without their /32 or /128.
+func formatPrefixes(ps []netip.Prefix) string {
+	shown := make([]string, len(ps))
+	for i, p := range ps {
+		shown[i] = p.String()
+		if p.IsValid() && p.IsSingleIP() {
+			shown[i] = p.Addr().String()
+		}
+	}
+	return strings.Join(shown, ",")
+}
+
+// parsePrefix parses "10.0.0.0/8" (masked) or a single address.
+func parsePrefix(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		return p.Masked(), err
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil || a.Zone() != "" {
+		return netip.Prefix{}, errors.New("not an address")
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
 // value is the flag.Value of one setting. Set never fails: it remembers the
@@ -491,6 +591,27 @@ func (c Config) problems() []error {
 	if c.UploadExpiry <= 0 {
 		bad("upload-expiry", formatDuration(c.UploadExpiry), "must be positive")
 	}
+	if c.NetworkTimeout < time.Second {
+		bad("network-timeout", formatDuration(c.NetworkTimeout), "must be at least 1s")
+	}
+	if c.MaxOpenUploadsPerClient < 0 {
+		bad("max-open-uploads-per-client", strconv.Itoa(c.MaxOpenUploadsPerClient), "must be 0 (no limit) or more")
+	}
+	if !(c.CreateRate >= 0) || math.IsInf(c.CreateRate, 0) {
+		bad("create-rate", strconv.FormatFloat(c.CreateRate, 'f', -1, 64)+"/s", "must be 0 (no limit) or more")
+	}
+	if c.CreateBurst < 1 {
+		bad("create-burst", strconv.Itoa(c.CreateBurst), "must be at least 1")
+	}
+	if c.MaxMetadataSize < 256 || c.MaxMetadataSize > mib {
+		bad("max-metadata-size", formatSize(c.MaxMetadataSize), "must be between 256 bytes and 1MiB")
+	}
+	for _, p := range c.TrustedProxies {
+		if !p.IsValid() {
+			bad("trusted-proxies", formatPrefixes(c.TrustedProxies), "holds an invalid prefix")
+			break
+		}
+	}
 	if c.InstanceID == "" || strings.ContainsFunc(c.InstanceID, func(r rune) bool { return unicode.IsSpace(r) || !unicode.IsGraphic(r) }) {
 		bad("instance-id", c.InstanceID, "must be non-empty without spaces or control characters")
 	}
@@ -574,6 +695,7 @@ func (c Config) Redacted() Config {
 	}
 	c.APIVideoURL = redactURL(c.APIVideoURL)
 	c.CORSOrigins = slices.Clone(c.CORSOrigins)
+	c.TrustedProxies = slices.Clone(c.TrustedProxies)
 	return c
 }
 

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"reflect"
 	"runtime"
@@ -65,6 +66,14 @@ func TestDefaults(t *testing.T) {
 		{"TokenTTL", c.TokenTTL, time.Hour},
 		{"ShutdownTimeout", c.ShutdownTimeout, 20 * time.Second},
 		{"LeaseDuration", c.LeaseDuration, 30 * time.Second},
+		{"IdleTimeout", c.IdleTimeout, time.Minute},
+		{"UploadExpiry", c.UploadExpiry, 24 * time.Hour},
+		{"NetworkTimeout", c.NetworkTimeout, 60 * time.Second},
+		{"MaxOpenUploadsPerClient", c.MaxOpenUploadsPerClient, 100},
+		{"CreateRate", c.CreateRate, 10.0},
+		{"CreateBurst", c.CreateBurst, 20},
+		{"MaxMetadataSize", c.MaxMetadataSize, int64(4096)},
+		{"TrustedProxies", len(c.TrustedProxies), 0},
 		{"InstanceID", c.InstanceID, host},
 		{"LogLevel", c.LogLevel, "info"},
 		{"LogFormat", c.LogFormat, "json"},
@@ -103,6 +112,13 @@ var settingCases = []struct {
 	{"lease-duration", "1s", func(c config.Config) any { return c.LeaseDuration }, time.Second},
 	{"idle-timeout", "90s", func(c config.Config) any { return c.IdleTimeout }, 90 * time.Second},
 	{"upload-expiry", "168h", func(c config.Config) any { return c.UploadExpiry }, 168 * time.Hour},
+	{"network-timeout", "2m", func(c config.Config) any { return c.NetworkTimeout }, 2 * time.Minute},
+	{"max-open-uploads-per-client", "0", func(c config.Config) any { return c.MaxOpenUploadsPerClient }, 0},
+	{"create-rate", "120/m", func(c config.Config) any { return c.CreateRate }, 2.0},
+	{"create-burst", "5", func(c config.Config) any { return c.CreateBurst }, 5},
+	{"max-metadata-size", "16KiB", func(c config.Config) any { return c.MaxMetadataSize }, int64(16 << 10)},
+	{"trusted-proxies", "10.0.0.0/8, 192.168.1.7,fd00::/8", func(c config.Config) any { return c.TrustedProxies },
+		[]netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.168.1.7/32"), netip.MustParsePrefix("fd00::/8")}},
 	{"instance-id", "gw-1", func(c config.Config) any { return c.InstanceID }, "gw-1"},
 	{"log-level", "debug", func(c config.Config) any { return c.LogLevel }, "debug"},
 	{"log-format", "console", func(c config.Config) any { return c.LogFormat }, "console"},
@@ -180,6 +196,53 @@ func TestSizeForms(t *testing.T) {
 	}
 }
 
+func TestRateForms(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want float64
+		show string
+	}{
+		{"10", 10, "10/s"},
+		{"10/s", 10, "10/s"},
+		{" 600 / m ", 10, "10/s"},
+		{"36000/h", 10, "10/s"},
+		{"0.5", 0.5, "0.5/s"},
+		{"0", 0, "0/s"},
+		{"1/m", 1.0 / 60, "0.016666666666666666/s"},
+	} {
+		c := mustParse(t, []string{"--create-rate", tc.in}, env())
+		if c.CreateRate != tc.want {
+			t.Errorf("--create-rate %q: got %v, want %v", tc.in, c.CreateRate, tc.want)
+		}
+		if got := config.Flags(io.Discard).Lookup("create-rate"); got.DefValue != "10/s" {
+			t.Errorf("--create-rate default shown: got %q, want 10/s", got.DefValue)
+		}
+		if !strings.Contains(c.String(), "create-rate="+tc.show) {
+			t.Errorf("--create-rate %q: String() %q, want create-rate=%s", tc.in, c.String(), tc.show)
+		}
+		// What String shows parses back to the same rate.
+		if back := mustParse(t, []string{"--create-rate", tc.show}, env()); back.CreateRate != c.CreateRate {
+			t.Errorf("--create-rate %q: shown as %q, which parses to %v", tc.in, tc.show, back.CreateRate)
+		}
+	}
+}
+
+func TestTrustedProxiesForms(t *testing.T) {
+	c := mustParse(t, []string{"--trusted-proxies", "10.1.2.3/8,, 2001:db8::1 ,::ffff:192.0.2.1"}, env())
+	want := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("2001:db8::1/128"), netip.MustParsePrefix("::ffff:192.0.2.1/128")}
+	if !reflect.DeepEqual(c.TrustedProxies, want) {
+		t.Errorf("got %v, want %v", c.TrustedProxies, want)
+	}
+	if want := "trusted-proxies=10.0.0.0/8,2001:db8::1,::ffff:192.0.2.1"; !strings.Contains(c.String(), want) {
+		t.Errorf("String(): got %q, want it to contain %q", c.String(), want)
+	}
+	bad := config.Default()
+	bad.TrustedProxies = []netip.Prefix{{}}
+	if err := bad.Validate(); err == nil || !strings.Contains(err.Error(), "--trusted-proxies") {
+		t.Errorf("Validate with an invalid prefix: got %v, want a --trusted-proxies problem", err)
+	}
+}
+
 func TestInvalid(t *testing.T) {
 	for _, tc := range []struct {
 		args []string
@@ -223,6 +286,21 @@ func TestInvalid(t *testing.T) {
 		{args: []string{"--idle-timeout", "0s"}, want: "--idle-timeout 0s: must be positive"},
 		{args: []string{"--upload-expiry", "-1h"}, want: "--upload-expiry -1h: must be positive"},
 		{args: []string{"--lease-duration", "soon"}, want: `--lease-duration "soon": not a duration`},
+		{args: []string{"--network-timeout", "500ms"}, want: "--network-timeout 500ms: must be at least 1s"},
+		{args: []string{"--network-timeout", "long"}, want: `--network-timeout "long": not a duration`},
+		{args: []string{"--max-open-uploads-per-client", "-1"}, want: "--max-open-uploads-per-client -1: must be 0 (no limit) or more"},
+		{env: []string{"TUSGATE_MAX_OPEN_UPLOADS_PER_CLIENT", "lots"}, want: "TUSGATE_MAX_OPEN_UPLOADS_PER_CLIENT=lots: not a whole number"},
+		{args: []string{"--create-rate", "-1/s"}, want: "--create-rate -1/s: must be 0 (no limit) or more"},
+		{args: []string{"--create-rate", "10/d"}, want: `--create-rate "10/d": not a rate (try 10, 10/s, 600/m or 36000/h)`},
+		{args: []string{"--create-rate", "NaN"}, want: `--create-rate "NaN": not a rate`},
+		{args: []string{"--create-rate", "Inf/s"}, want: `--create-rate "Inf/s": not a rate`},
+		{env: []string{"TUSGATE_CREATE_RATE", "fast"}, want: "TUSGATE_CREATE_RATE=fast: not a rate"},
+		{args: []string{"--create-burst", "0"}, want: "--create-burst 0: must be at least 1"},
+		{args: []string{"--max-metadata-size", "100"}, want: "--max-metadata-size 100: must be between 256 bytes and 1MiB"},
+		{args: []string{"--max-metadata-size", "2MiB"}, want: "--max-metadata-size 2MiB: must be between 256 bytes and 1MiB"},
+		{args: []string{"--trusted-proxies", "10.0.0.1,proxy.internal"}, want: `--trusted-proxies "10.0.0.1,proxy.internal": "proxy.internal" is not an IP address or CIDR prefix (e.g. 10.0.0.1 or 10.0.0.0/8)`},
+		{args: []string{"--trusted-proxies", "10.0.0.0/33"}, want: `"10.0.0.0/33" is not an IP address or CIDR prefix`},
+		{env: []string{"TUSGATE_TRUSTED_PROXIES", "fe80::1%eth0"}, want: `TUSGATE_TRUSTED_PROXIES=fe80::1%eth0: "fe80::1%eth0" is not an IP address`},
 		{args: []string{"--instance-id", ""}, want: `--instance-id "": must be non-empty`},
 		{args: []string{"--instance-id", "gw 1"}, want: `--instance-id "gw 1": must be non-empty without spaces`},
 		{args: []string{"--log-level", "verbose"}, want: "--log-level verbose: must be debug, info, warn or error"},
@@ -318,10 +396,10 @@ func TestHelp(t *testing.T) {
 				t.Errorf("%s: help lacks default %q of --%s", arg, f.DefValue, f.Name)
 			}
 		})
-		if n < 18 {
-			t.Errorf("got %d flags, want at least 18", n)
+		if n < 26 {
+			t.Errorf("got %d flags, want at least 26", n)
 		}
-		for _, want := range []string{"default 50MiB", "default 30GiB", "default 24h"} {
+		for _, want := range []string{"default 50MiB", "default 30GiB", "default 24h", "default 10/s", "default 4KiB", "default 100)"} {
 			if !strings.Contains(help, want) {
 				t.Errorf("%s: help lacks %q", arg, want)
 			}

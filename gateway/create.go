@@ -46,6 +46,12 @@ type requestState struct {
 	// failed after the record was created: the client never learns the
 	// upload's URL, so its bytes are removed once tusd is done.
 	discard bool
+	// client is the client address of a creation (see clientKey), and
+	// reserved whether it holds an open-upload slot no upload took yet.
+	client   string
+	reserved bool
+	// status is the final status code of the response, once written.
+	status int
 }
 
 type requestStateKey struct{}
@@ -68,13 +74,42 @@ type creation struct {
 	extra map[string]string
 }
 
-// withRequestState puts an empty requestState in the request context.
+// withRequestState puts an empty requestState in the request context, and
+// records the response's status code in it.
 func (g *Gateway) withRequestState(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rs := &requestState{header: w.Header()}
+		w = &statusWriter{ResponseWriter: w, rs: rs}
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), requestStateKey{}, rs)))
 	})
 }
+
+// statusWriter records the final status code of a response in its
+// requestState. It keeps Unwrap, so http.ResponseController (tusd's read
+// deadlines) still reaches the connection.
+type statusWriter struct {
+	http.ResponseWriter
+	rs *requestState
+}
+
+// WriteHeader implements http.ResponseWriter.
+func (s *statusWriter) WriteHeader(code int) {
+	if s.rs.status == 0 && code >= 200 {
+		s.rs.status = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+// Write implements http.ResponseWriter.
+func (s *statusWriter) Write(b []byte) (int, error) {
+	if s.rs.status == 0 {
+		s.rs.status = http.StatusOK
+	}
+	return s.ResponseWriter.Write(b)
+}
+
+// Unwrap returns the wrapped ResponseWriter (for http.ResponseController).
+func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
 // tusGuard runs after tusd's Middleware (so CORS and Tus-Resumable headers
 // are set and OPTIONS is answered) and before tusd's handlers: it validates
@@ -91,13 +126,27 @@ func (g *Gateway) tusGuard(next http.Handler) http.Handler {
 		id := strings.Trim(r.URL.Path, "/")
 		switch {
 		case id == "" && r.Method == http.MethodPost:
+			key := g.clientKey(r)
+			if err := g.admitCreation(key); err != nil {
+				writeTusError(w, r, err)
+				return
+			}
 			c, err := g.checkCreation(r)
 			if err != nil {
 				g.log.Info("upload creation refused", zap.String("reason", err.Error()))
 				writeTusError(w, r, err)
 				return
 			}
-			rs.creation = c
+			if err := g.reserveOpen(r.Context(), key); err != nil {
+				writeTusError(w, r, err)
+				return
+			}
+			rs.creation, rs.client, rs.reserved = c, key, true
+			defer func() {
+				if rs.reserved {
+					g.open.cancel(key)
+				}
+			}()
 		case id != "" && (r.Method == http.MethodHead || r.Method == http.MethodPatch):
 			rec, err := g.st.Get(r.Context(), id)
 			if err != nil {
@@ -108,6 +157,7 @@ func (g *Gateway) tusGuard(next http.Handler) http.Handler {
 				return
 			}
 			if err := stateError(rec); err != nil {
+				g.forget(id)
 				writeTusError(w, r, *err)
 				return
 			}
@@ -244,10 +294,13 @@ func badRequest(code, format string, args ...any) handler.Error {
 }
 
 // checkCreation validates a POST before tusd sees it: the length, the
-// Upload-Metadata header (strictly: tusd skips malformed entries silently)
-// and the api.video token.
+// Upload-Metadata header (its size, and strictly its entries: tusd skips
+// malformed ones silently) and the api.video token.
 func (g *Gateway) checkCreation(r *http.Request) (*creation, error) {
 	ctx := r.Context()
+	if err := g.checkMetadataSize(r.Header); err != nil {
+		return nil, err
+	}
 	if l := r.Header.Get("Upload-Length"); l != "" && r.Header.Get("Upload-Defer-Length") == "" {
 		// An unparsable length is left to tusd, which answers 400.
 		if size, err := strconv.ParseInt(l, 10, 64); err == nil {
@@ -380,7 +433,7 @@ func (g *Gateway) failMissedDeadline(ctx context.Context, rec *store.Upload) (*s
 	})
 	switch {
 	case err == nil:
-		g.live.Delete(rec.ID)
+		g.forget(rec.ID)
 		g.log.Warn("upload failed: token deadline passed before part 1", zap.String("id", rec.ID),
 			zap.Time("tokenDeadline", saved.TokenDeadline))
 		g.n.Notify(rec.ID)
@@ -390,7 +443,7 @@ func (g *Gateway) failMissedDeadline(ctx context.Context, rec *store.Upload) (*s
 	case errors.Is(err, store.ErrConflict) && cur != nil:
 		// Failed (by the forwarder, first), terminated or delivered meanwhile.
 		if e := stateError(cur); e != nil {
-			g.live.Delete(rec.ID)
+			g.forget(rec.ID)
 			return nil, *e
 		}
 		return cur, nil
@@ -427,6 +480,21 @@ func (g *Gateway) checkSize(size int64) error {
 	return handler.NewError("ERR_MAX_SIZE_EXCEEDED", fmt.Sprintf(
 		"Upload-Length %d exceeds the maximum upload size of %d bytes (%s)", size, g.maxSize, humanize.IBytes(uint64(g.maxSize))),
 		http.StatusRequestEntityTooLarge)
+}
+
+// checkMetadataSize refuses an Upload-Metadata header sent more than once
+// (tusd would read only the first) or longer than Config.MaxMetadataSize.
+func (g *Gateway) checkMetadataSize(h http.Header) error {
+	vals := h.Values("Upload-Metadata")
+	if len(vals) > 1 {
+		return badRequest("ERR_INVALID_METADATA", "Upload-Metadata must be sent once, not %d times", len(vals))
+	}
+	if len(vals) == 1 && len(vals[0]) > g.cfg.MaxMetadataSize {
+		return handler.NewError("ERR_METADATA_TOO_LARGE", fmt.Sprintf(
+			"Upload-Metadata is %d bytes long, more than the %d bytes allowed", len(vals[0]), g.cfg.MaxMetadataSize),
+			http.StatusRequestHeaderFieldsTooLarge)
+	}
+	return nil
 }
 
 // checkToken rejects token values that cannot be an api.video upload token.

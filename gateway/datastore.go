@@ -103,7 +103,7 @@ func (g *Gateway) reconcileReceived(ctx context.Context, id string, fileSize int
 		return nil, before, err
 	}
 	if saved.Complete {
-		g.live.Delete(id)
+		g.forget(id)
 	} else if v, ok := g.live.Load(id); ok {
 		lu := v.(*liveUpload)
 		if saved.Received > lu.recorded.Load() {
@@ -135,6 +135,7 @@ func (g *Gateway) liveFor(ctx context.Context, id string) (*liveUpload, error) {
 		}
 	}
 	if e := stateError(rec); e != nil {
+		g.forget(id)
 		return nil, *e
 	}
 	lu := &liveUpload{plan: rec.Plan}
@@ -171,7 +172,7 @@ func (g *Gateway) update(ctx context.Context, id string, fn func(*store.Upload) 
 func (g *Gateway) updateError(id, op string, before *store.Upload, err error) error {
 	if errors.Is(err, store.ErrConflict) && before != nil {
 		if e := stateError(before); e != nil {
-			g.live.Delete(id)
+			g.forget(id)
 			return *e
 		}
 		return errConflict
@@ -244,6 +245,10 @@ func (d *dataStore) NewUpload(ctx context.Context, info handler.FileInfo) (handl
 	g.log.Info("upload created", zap.String("id", info.ID), zap.Int64("size", info.Size),
 		zap.Bool("sizeDeferred", info.SizeIsDeferred), zap.Bool("token", c.token != ""), zap.Bool("managed", c.managed))
 	g.live.Store(info.ID, &liveUpload{plan: rec.Plan})
+	if rs.reserved {
+		g.open.commit(rs.client, info.ID, now)
+		rs.reserved = false
+	}
 	rs.record = rec.Clone()
 	g.setExpires(rs)
 	// The forwarder tracks the token deadline from the start.
@@ -403,7 +408,7 @@ func (u *upload) FinishUpload(ctx context.Context) error {
 		markDiscard(ctx, err)
 		return err
 	}
-	u.g.live.Delete(u.id)
+	u.g.forget(u.id)
 	if rs := requestStateFrom(ctx); rs != nil && rs.header != nil {
 		rs.header.Del(headerUploadExpires)
 	}
@@ -500,7 +505,7 @@ func (t terminatable) Terminate(ctx context.Context) error {
 		g.log.Error("terminate upload record", zap.String("id", u.id), zap.Error(err))
 		return errStoreUnavailable()
 	}
-	g.live.Delete(u.id)
+	g.forget(u.id)
 	if terr := g.fs.AsTerminatableUpload(u.inner).Terminate(ctx); terr != nil {
 		g.log.Error("remove upload file", zap.String("id", u.id), zap.Error(terr))
 		return errDataStore()
@@ -532,7 +537,7 @@ func (l lengthDeclarable) DeclareLength(ctx context.Context, length int64) error
 		}); err != nil {
 			return g.updateError(u.id, "fail empty upload", before, err)
 		}
-		g.live.Delete(u.id)
+		g.forget(u.id)
 		g.n.Notify(u.id)
 		return handler.NewError("ERR_EMPTY_UPLOAD", msg, http.StatusBadRequest)
 	}

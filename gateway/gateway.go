@@ -21,14 +21,26 @@
 // Retry-After, the bytes already written kept. Reconcile repairs records
 // after a crash (call it before serving); RunJanitor deletes uploads nobody
 // resumed within Config.UploadExpiry (tus expiration extension).
+//
+// Abuse limits, for an endpoint facing the internet: per client address
+// (the connection's peer, or X-Forwarded-For behind Config.TrustedProxies;
+// IPv6 per /64) at most Config.MaxOpenUploadsPerClient incomplete uploads
+// and Config.CreateRate creations per second (429, with Retry-After for the
+// rate), both counted in memory by each instance; an Upload-Metadata header
+// of at most Config.MaxMetadataSize bytes (431); a body that stalls for
+// Config.NetworkTimeout ends its request (the bytes received are kept); a
+// PATCH carrying more bytes than the upload's length gets 413 and nothing
+// beyond the length is stored.
 package gateway
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"regexp"
@@ -130,6 +142,38 @@ type Config struct {
 	// RunJanitor) then deletes its bytes and record. Uploads with every byte
 	// received never expire. Default (0) 24h.
 	UploadExpiry time.Duration
+	// NetworkTimeout bounds each read of a request body (tusd's per-read
+	// deadline, renewed after every successful read): a PATCH whose client
+	// stops sending for this long ends there, the bytes received so far
+	// kept, and tusd answers 500 ERR_READ_TIMEOUT so tus clients retry.
+	// Default (0) 60s.
+	NetworkTimeout time.Duration
+	// MaxOpenUploadsPerClient bounds the incomplete uploads one client
+	// address (see TrustedProxies) may have created at a time: one more
+	// creation gets 429 "too many open uploads from this address". An upload
+	// stops counting once it is complete, failed, terminated or expired. The
+	// count is kept in memory by each instance (it starts at zero after a
+	// restart; instances behind one load balancer count separately).
+	// Default (0) 100; negative: no limit.
+	MaxOpenUploadsPerClient int
+	// CreateRate bounds upload creations per client address, in creations
+	// per second (a token bucket per address holding CreateBurst
+	// creations); beyond it, creation gets 429 with Retry-After. Counted in
+	// memory by each instance. Default (0) 10; negative: no limit.
+	CreateRate float64
+	// CreateBurst is how many creations one client address may make at once
+	// before CreateRate applies. Default (0) 20.
+	CreateBurst int
+	// MaxMetadataSize bounds the raw Upload-Metadata header of a creation,
+	// in bytes; a larger one gets 431. Default (0) 4096.
+	MaxMetadataSize int
+	// TrustedProxies lists the reverse proxies whose X-Forwarded-For header
+	// names the client for the per-client limits: when the connection's
+	// peer is in one of these prefixes, the client address is the rightmost
+	// X-Forwarded-For address that is not. Empty (default): the peer's
+	// address is the client's and X-Forwarded-For is never trusted. IPv6
+	// clients are counted per /64.
+	TrustedProxies []netip.Prefix
 	// Now returns the current time. Default time.Now.
 	Now func() time.Time
 	// Logger receives the gateway's logs (name it, e.g. Named("gateway"));
@@ -164,6 +208,29 @@ func (c Config) withDefaults() (Config, error) {
 	if c.TokenLookupTimeout <= 0 {
 		c.TokenLookupTimeout = 5 * time.Second
 	}
+	if c.NetworkTimeout <= 0 {
+		c.NetworkTimeout = 60 * time.Second
+	}
+	if c.MaxOpenUploadsPerClient == 0 {
+		c.MaxOpenUploadsPerClient = 100
+	}
+	if c.CreateRate == 0 {
+		c.CreateRate = 10
+	}
+	if c.CreateBurst <= 0 {
+		c.CreateBurst = 20
+	}
+	if c.MaxMetadataSize <= 0 {
+		c.MaxMetadataSize = 4096
+	}
+	proxies := make([]netip.Prefix, 0, len(c.TrustedProxies))
+	for _, p := range c.TrustedProxies {
+		if p.IsValid() && p.Addr().Is4In6() && p.Bits() >= 96 {
+			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+		}
+		proxies = append(proxies, p.Masked())
+	}
+	c.TrustedProxies = proxies
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -189,6 +256,14 @@ func (c Config) withDefaults() (Config, error) {
 	if _, err := corsConfig(c.CORSOrigins); err != nil {
 		errs = append(errs, err)
 	}
+	if math.IsNaN(c.CreateRate) || math.IsInf(c.CreateRate, 0) {
+		errs = append(errs, fmt.Errorf("create rate %v: must be a finite number", c.CreateRate))
+	}
+	for _, p := range c.TrustedProxies {
+		if !p.IsValid() {
+			errs = append(errs, errors.New("trusted proxies: invalid prefix"))
+		}
+	}
 	return c, errors.Join(errs...)
 }
 
@@ -200,6 +275,9 @@ func maxPlanSize(p store.Plan) int64 {
 // corsConfig builds tusd's CORS configuration from an origin allowlist.
 func corsConfig(origins []string) (*handler.CorsConfig, error) {
 	cors := handler.DefaultCorsConfig
+	// Browsers let scripts read Upload-Expires (expiration extension) and
+	// Retry-After (429, 503, 507) only when they are exposed.
+	cors.ExposeHeaders += ", Upload-Expires, Retry-After"
 	if len(origins) == 0 {
 		// No CORS headers at all: browsers allow same-origin requests only.
 		cors.Disable = true
@@ -239,6 +317,10 @@ type Gateway struct {
 	// live holds, per upload being received by this process, the durable
 	// offset between state-store updates (id → *liveUpload).
 	live sync.Map
+	// open counts the incomplete uploads of each client address; creates
+	// limits the creation rate of each.
+	open    *openUploads
+	creates *rateLimiter
 
 	mu       sync.Mutex
 	shutdown bool
@@ -266,6 +348,8 @@ func New(cfg Config, st store.Store, n Notifier) (*Gateway, error) {
 		log:     cfg.Logger,
 		fs:      filestore.New(cfg.DataDir),
 		locker:  cfg.Locker,
+		open:    newOpenUploads(cfg.MaxOpenUploadsPerClient),
+		creates: newRateLimiter(cfg.CreateRate, cfg.CreateBurst),
 	}
 	g.cors, _ = corsConfig(cfg.CORSOrigins)
 	g.src = &DataSource{fs: g.fs}
@@ -289,6 +373,7 @@ func New(cfg Config, st store.Store, n Notifier) (*Gateway, error) {
 		DisableConcatenation:    true,
 		Cors:                    g.cors,
 		RespectForwardedHeaders: cfg.RespectForwardedHeaders,
+		NetworkTimeout:          cfg.NetworkTimeout,
 		Logger:                  tuslog.NewLogger(cfg.Logger.Named("tusd"), levels...),
 		PreUploadCreateCallback: g.preCreate,
 	})
@@ -377,8 +462,12 @@ func (g *Gateway) tusRouter(w http.ResponseWriter, r *http.Request) {
 	if id == "" {
 		if r.Method == http.MethodPost {
 			g.tus.PostFile(w, r)
-			if rs := requestStateFrom(r.Context()); rs != nil && rs.discard && rs.record != nil {
-				g.discardCreated(r.Context(), rs.record.ID)
+			// tusd sends no Location with an error: a client whose creation
+			// failed after the upload was created (state store failure,
+			// creation-with-upload body too large, cut or too slow) cannot
+			// resume it, so it goes at once.
+			if rs := requestStateFrom(r.Context()); rs != nil && rs.record != nil && (rs.discard || rs.status >= 400) {
+				g.discardCreated(r.Context(), rs.record.ID, rs.status)
 			}
 			return
 		}

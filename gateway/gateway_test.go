@@ -754,8 +754,10 @@ func TestCORS(t *testing.T) {
 			}
 			resp, _ = h.do(t, http.MethodPost, h.endpoint, map[string]string{"Origin": tt.origin, "Tus-Resumable": "1.0.0", "Upload-Length": "10"}, nil)
 			expose := resp.Header.Get("Access-Control-Expose-Headers")
-			if !strings.Contains(expose, "Location") || !strings.Contains(expose, "Upload-Offset") {
-				t.Errorf("Access-Control-Expose-Headers: got %q, want Location and Upload-Offset", expose)
+			for _, want := range []string{"Location", "Upload-Offset", "Upload-Expires", "Retry-After"} {
+				if !strings.Contains(expose, want) {
+					t.Errorf("Access-Control-Expose-Headers: got %q, want it to list %s", expose, want)
+				}
 			}
 			// Errors from the gateway's own checks carry CORS headers too.
 			resp, _ = h.do(t, http.MethodPost, h.endpoint, map[string]string{"Origin": tt.origin, "Tus-Resumable": "1.0.0", "Upload-Length": "0"}, nil)

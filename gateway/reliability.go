@@ -144,11 +144,13 @@ func (g *Gateway) removeUploadFiles(ctx context.Context, id string) error {
 	return nil
 }
 
-// discardCreated removes an upload whose creation request (with bytes) the
-// state store failed: the client got a 503 without the upload's URL and
-// creates another one. The record is marked terminated when the store
-// answers again; otherwise Reconcile or ExpireUploads finish the job.
-func (g *Gateway) discardCreated(ctx context.Context, id string) {
+// discardCreated removes an upload whose creation request failed after the
+// upload was created (the state store failed, or the body of a
+// creation-with-upload was too large, cut or too slow): the client got an
+// error (status) without the upload's URL and creates another one. The
+// record is marked terminated, or, when the store does not answer,
+// Reconcile or ExpireUploads finish the job.
+func (g *Gateway) discardCreated(ctx context.Context, id string, status int) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), discardTimeout)
 	defer cancel()
 	now := g.cfg.Now()
@@ -157,11 +159,12 @@ func (g *Gateway) discardCreated(ctx context.Context, id string) {
 	} else {
 		g.n.Notify(id)
 	}
-	g.live.Delete(id)
+	g.forget(id)
 	if err := g.removeFiles(id); err != nil {
 		g.log.Error("discard upload: remove files", zap.String("id", id), zap.Error(err))
 	}
-	g.log.Warn("upload creation ended by a state-store failure: upload discarded", zap.String("id", id))
+	g.log.Warn("upload creation failed after the upload was created: upload discarded (the client never got its URL)",
+		zap.String("id", id), zap.Int("status", status))
 }
 
 // Reconcile brings the state store in line with the data directory, after a
@@ -267,7 +270,7 @@ func (g *Gateway) failDataLost(ctx context.Context, id, msg string) (bool, error
 	case err != nil:
 		return false, err
 	}
-	g.live.Delete(id)
+	g.forget(id)
 	g.log.Warn("upload failed: data lost", zap.String("id", id), zap.String("reason", msg))
 	g.n.Notify(id)
 	return true, nil
@@ -280,7 +283,9 @@ func (g *Gateway) failDataLost(ctx context.Context, id, msg string) (bool, error
 // then gets 404. It returns how many uploads it deleted. An upload a request
 // holds (tusd's lock) for more than a few seconds is left for the next run.
 // It stops at the first state-store failure; a file it cannot remove is
-// reported in the error and the others go on.
+// reported in the error and the others go on. It also drops, from the
+// per-client counts of open uploads (Config.MaxOpenUploadsPerClient),
+// uploads that ended without this instance seeing it.
 func (g *Gateway) ExpireUploads(ctx context.Context) (int, error) {
 	ids, err := g.st.ListActive(ctx)
 	if err != nil {
@@ -303,6 +308,9 @@ func (g *Gateway) ExpireUploads(ctx context.Context) (int, error) {
 		case err != nil:
 			return n, errors.Join(append(fileErrs, fmt.Errorf("expire upload %s: %w", id, err))...)
 		}
+	}
+	if err := g.sweepOpen(ctx); err != nil {
+		fileErrs = append(fileErrs, fmt.Errorf("expire uploads: %w", err))
 	}
 	return n, errors.Join(fileErrs...)
 }
@@ -361,7 +369,7 @@ func (g *Gateway) expire(ctx context.Context, id string) (bool, error) {
 	if err := g.st.Delete(ctx, id); err != nil {
 		return false, fmt.Errorf("delete record: %w", err)
 	}
-	g.live.Delete(id)
+	g.forget(id)
 	g.log.Info("upload expired: no byte received for the upload expiry, bytes and record deleted", zap.String("id", id),
 		zap.Int64("received", rec.Received), zap.Time("lastActivity", last), zap.Duration("uploadExpiry", g.cfg.UploadExpiry))
 	g.n.Notify(id)

@@ -214,6 +214,10 @@ func startTusgate(ctx context.Context, name, bin, dir, emulatorURL, redisURL str
 		"--apivideo-url", emulatorURL,
 		"--instance-id", "tusgate-bench",
 		"--log-format", "json",
+		// Every benchmark client comes from 127.0.0.1: lift the per-address
+		// abuse limits so they measure the gateway, not the limiter.
+		"--max-open-uploads-per-client", "0",
+		"--create-rate", "0",
 	}
 	if redisURL != "" {
 		args = append(args, "--redis-url", redisURL)

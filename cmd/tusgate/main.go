@@ -3,6 +3,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -95,9 +96,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Locker:           locker,
 		IdleTimeout:      cfg.IdleTimeout,
 		UploadExpiry:     cfg.UploadExpiry,
-		Registerer:       reg,
-		Gatherer:         reg,
-		Logger:           log.Named("gateway"),
+		NetworkTimeout:   cfg.NetworkTimeout,
+		// In config 0 means "no limit"; the gateway's zero is its default.
+		MaxOpenUploadsPerClient: cmp.Or(cfg.MaxOpenUploadsPerClient, -1),
+		CreateRate:              cmp.Or(cfg.CreateRate, -1),
+		CreateBurst:             cfg.CreateBurst,
+		MaxMetadataSize:         int(cfg.MaxMetadataSize),
+		TrustedProxies:          cfg.TrustedProxies,
+		RespectForwardedHeaders: len(cfg.TrustedProxies) > 0,
+		Registerer:              reg,
+		Gatherer:                reg,
+		Logger:                  log.Named("gateway"),
 	}, st, notifyFunc(func(id string) { fwd.Notify(id) }))
 	if err != nil {
 		return err
