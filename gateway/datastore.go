@@ -485,6 +485,70 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// Copy buffer sizes of countingReader.WriteTo.
+const (
+	smallCopyBuf = 32 << 10
+	largeCopyBuf = 1 << 20
+)
+
+// largeBuf returns a large copy buffer from the gateway's pool.
+func (g *Gateway) largeBuf() *[largeCopyBuf]byte {
+	if b, ok := g.copyBufs.Get().(*[largeCopyBuf]byte); ok {
+		return b
+	}
+	return new([largeCopyBuf]byte)
+}
+
+// WriteTo implements io.WriterTo, which the filestore's io.Copy prefers to
+// its own 32 KiB buffer. A stream starts with a small buffer and switches to
+// a pooled 1 MiB one while reads keep filling it (a fast client: fewer,
+// larger file writes); it gives the large buffer back as soon as reads come
+// in small (a slow or idle client keeps only the small one). Every Read goes
+// through c.Read, so part boundaries are recorded as before.
+func (c *countingReader) WriteTo(w io.Writer) (int64, error) {
+	small := make([]byte, smallCopyBuf)
+	var large *[largeCopyBuf]byte
+	defer func() {
+		if large != nil {
+			c.u.g.copyBufs.Put(large)
+		}
+	}()
+	buf := small
+	var total int64
+	full := 0 // consecutive reads that filled the small buffer
+	for {
+		n, err := c.Read(buf)
+		if n > 0 {
+			wn, werr := w.Write(buf[:n])
+			total += int64(wn)
+			if werr != nil {
+				return total, werr
+			}
+			if wn != n {
+				return total, io.ErrShortWrite
+			}
+		}
+		if err == io.EOF {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+		switch {
+		case large == nil && n == len(small):
+			if full++; full >= 2 {
+				large = c.u.g.largeBuf()
+				buf = large[:]
+			}
+		case large == nil:
+			full = 0
+		case n < smallCopyBuf:
+			c.u.g.copyBufs.Put(large)
+			large, buf, full = nil, small, 0
+		}
+	}
+}
+
 // terminatable records a tus DELETE, then removes the bytes.
 type terminatable struct{ u *upload }
 
