@@ -353,6 +353,7 @@ func (u *upload) WriteChunk(ctx context.Context, offset int64, src io.Reader) (i
 	if shutdown {
 		return 0, handler.ErrServerShutdown
 	}
+	u.g.releases.writeStarted(u.id)
 	lu, err := u.g.liveFor(ctx, u.id)
 	if err != nil {
 		return 0, err

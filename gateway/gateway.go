@@ -311,6 +311,9 @@ type Gateway struct {
 	tus     *handler.UnroutedHandler
 	src     *DataSource
 	locker  handler.Locker
+	// releases orders lock release requests after WriteChunk starts (a
+	// tusd data race; see releasegate.go).
+	releases *releaseGate
 	// copyBufs recycles the 1 MiB copy buffers of fast PATCH streams.
 	copyBufs sync.Pool
 	cors     *handler.CorsConfig
@@ -343,15 +346,16 @@ func New(cfg Config, st store.Store, n Notifier) (*Gateway, error) {
 		return nil, fmt.Errorf("gateway: create data dir: %w", err)
 	}
 	g := &Gateway{
-		cfg:     cfg,
-		maxSize: min(cfg.MaxSize, maxPlanSize(cfg.Plan)),
-		st:      st,
-		n:       n,
-		log:     cfg.Logger,
-		fs:      filestore.New(cfg.DataDir),
-		locker:  cfg.Locker,
-		open:    newOpenUploads(cfg.MaxOpenUploadsPerClient),
-		creates: newRateLimiter(cfg.CreateRate, cfg.CreateBurst),
+		cfg:      cfg,
+		maxSize:  min(cfg.MaxSize, maxPlanSize(cfg.Plan)),
+		st:       st,
+		n:        n,
+		log:      cfg.Logger,
+		fs:       filestore.New(cfg.DataDir),
+		locker:   cfg.Locker,
+		releases: newReleaseGate(),
+		open:     newOpenUploads(cfg.MaxOpenUploadsPerClient),
+		creates:  newRateLimiter(cfg.CreateRate, cfg.CreateBurst),
 	}
 	g.cors, _ = corsConfig(cfg.CORSOrigins)
 	g.src = &DataSource{fs: g.fs}
@@ -361,7 +365,7 @@ func New(cfg Config, st store.Store, n Notifier) (*Gateway, error) {
 	composer.UseCore(ds)
 	composer.UseTerminater(ds)
 	composer.UseLengthDeferrer(ds)
-	composer.UseLocker(g.locker)
+	composer.UseLocker(g.releases.locker(g.locker))
 
 	var levels []tuslog.Option
 	if !cfg.VerboseTusdLogs {

@@ -183,8 +183,20 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		_ = srv.Close()
 	}
 	stopFwd()
-	wg.Wait()
-	log.Info("stopped")
+	// The forwarder hands in-flight parts back at once, but recording a part
+	// api.video just accepted is retried through a store outage; that must
+	// not hold the process past --shutdown-timeout.
+	stopped := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(stopped)
+	}()
+	select {
+	case <-stopped:
+		log.Info("stopped")
+	case <-shutCtx.Done():
+		log.Error("forwarder did not stop within --shutdown-timeout; exiting anyway (a part api.video accepted may be unrecorded and will be sent again)")
+	}
 	return nil
 }
 
