@@ -189,22 +189,6 @@ func scaleOutFileSize(t *testing.T, c *scaleOutCluster, id string) int64 {
 	return fi.Size()
 }
 
-// scaleOutGate is a channel closed once (by open, or when the test ends).
-type scaleOutGate struct {
-	ch   chan struct{}
-	once sync.Once
-}
-
-// newScaleOutGate returns a closed gate that opens at the latest when t
-// ends (before the emulator closes, if created after it).
-func newScaleOutGate(t *testing.T) *scaleOutGate {
-	g := &scaleOutGate{ch: make(chan struct{})}
-	t.Cleanup(g.open)
-	return g
-}
-
-func (g *scaleOutGate) open() { g.once.Do(func() { close(g.ch) }) }
-
 // errScaleOutStalled is the body error of a stalled PATCH the client gives
 // up on.
 var errScaleOutStalled = errors.New("client gave up on the stalled PATCH")
@@ -214,7 +198,7 @@ var errScaleOutStalled = errors.New("client gave up on the stalled PATCH")
 type scaleOutStallingReader struct {
 	r    *bytes.Reader
 	n    int64
-	gate *scaleOutGate
+	gate *gate
 }
 
 func (s *scaleOutStallingReader) Read(p []byte) (int, error) {
@@ -237,7 +221,7 @@ type scaleOutPatchResult struct {
 // stalledPatch starts a PATCH of data[from:] to instance i that sends n
 // bytes and then stalls until gate opens. The result arrives on the
 // returned channel; the test must receive it.
-func (c *scaleOutCluster) stalledPatch(t *testing.T, i int, uploadURL string, data []byte, from, n int64, gate *scaleOutGate) <-chan scaleOutPatchResult {
+func (c *scaleOutCluster) stalledPatch(t *testing.T, i int, uploadURL string, data []byte, from, n int64, gate *gate) <-chan scaleOutPatchResult {
 	t.Helper()
 	target, gw := c.on(t, i, uploadURL), c.gw(i)
 	done := make(chan scaleOutPatchResult, 1)
@@ -333,7 +317,7 @@ func scaleOutLockHandoff(t *testing.T, c *scaleOutCluster) {
 	u := create(t, c.gw(a), size, meta(token))
 	id := uploadID(t, u)
 
-	gate := newScaleOutGate(t)
+	gate := newGate(t)
 	done := c.stalledPatch(t, a, u, data, 0, 6*mib, gate)
 	waitFor(t, "instance A to write the 6 MiB sent", func() bool { return scaleOutFileSize(t, c, id) == 6*mib })
 
@@ -375,7 +359,7 @@ func scaleOutKill(t *testing.T, c *scaleOutCluster) {
 	data := testData(920, 17*mib)
 	size := int64(len(data))
 
-	gate := newScaleOutGate(t)
+	gate := newGate(t)
 	var held atomic.Bool
 	c.emu.InjectFault(func(r apivideotest.FaultRequest) apivideotest.Fault {
 		if !r.IsUpload() || r.Token != token || r.Part != 2 || !held.CompareAndSwap(false, true) {
