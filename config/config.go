@@ -102,6 +102,10 @@ type Config struct {
 	// LeaseDuration is how long a forwarder's claim on a part lasts unless
 	// renewed, at least 1s. Flag --lease-duration, default 30s.
 	LeaseDuration time.Duration
+	// LockExpiry is how long the Redis tusd lock of an upload outlives a
+	// crashed holder (it is renewed every third of it while held), at least
+	// 1s; used with --redis-url. Flag --lock-expiry, default 10s.
+	LockExpiry time.Duration
 	// IdleTimeout is how long an incomplete upload may go without new bytes
 	// before its status reports it stalled (it stays resumable), positive.
 	// Flag --idle-timeout, default 1m.
@@ -171,6 +175,7 @@ func Default() Config {
 		TokenTTL:                time.Hour,
 		ShutdownTimeout:         20 * time.Second,
 		LeaseDuration:           30 * time.Second,
+		LockExpiry:              10 * time.Second,
 		IdleTimeout:             time.Minute,
 		UploadExpiry:            24 * time.Hour,
 		NetworkTimeout:          60 * time.Second,
@@ -215,6 +220,7 @@ func (c *Config) settings() []setting {
 		duration("token-ttl", "lifetime of the upload tokens minted in managed mode", &c.TokenTTL),
 		duration("shutdown-timeout", "time allowed to drain in-flight requests on SIGTERM", &c.ShutdownTimeout),
 		duration("lease-duration", "how long a forwarder's claim on a part lasts unless renewed, at least 1s", &c.LeaseDuration),
+		duration("lock-expiry", "with --redis-url: how long an upload's lock outlives a crashed instance (renewed while held), at least 1s", &c.LockExpiry),
 		duration("idle-timeout", "an incomplete upload with no new bytes for this long is reported stalled (still resumable)", &c.IdleTimeout),
 		duration("upload-expiry", "an incomplete upload with no new bytes for this long is abandoned and deleted (tus Upload-Expires)", &c.UploadExpiry),
 		duration("network-timeout", "a client that sends no byte of an upload for this long is cut off (the bytes received are kept), at least 1s", &c.NetworkTimeout),
@@ -584,6 +590,9 @@ func (c Config) problems() []error {
 	}
 	if c.LeaseDuration < time.Second {
 		bad("lease-duration", formatDuration(c.LeaseDuration), "must be at least 1s")
+	}
+	if c.LockExpiry < time.Second {
+		bad("lock-expiry", formatDuration(c.LockExpiry), "must be at least 1s")
 	}
 	if c.IdleTimeout <= 0 {
 		bad("idle-timeout", formatDuration(c.IdleTimeout), "must be positive")

@@ -230,7 +230,7 @@ func openStore(ctx context.Context, cfg config.Config, log *zap.Logger) (store.S
 		if err != nil {
 			return nil, nil, fmt.Errorf("--redis-url: %w", err)
 		}
-		return st, redislock.New(st.Client(), redislock.WithLogger(log.Named("lock"))), nil
+		return st, redislock.New(st.Client(), redislock.WithExpiry(cfg.LockExpiry), redislock.WithLogger(log.Named("lock"))), nil
 	}
 	st, err := boltstore.Open(filepath.Join(cfg.DataDir, "state.db"))
 	if err != nil {
