@@ -102,6 +102,31 @@ func (s *Store) activeKey() string { return s.prefix + ":active" }
 
 func (s *Store) datasetKey() string { return s.prefix + ":dataset" }
 
+// checkDataset refuses new uploads on a Redis that lost the dataset this
+// store adopted (see Ping): accepting them would hide the loss. Before the
+// first successful Ping there is nothing to compare.
+func (s *Store) checkDataset(ctx context.Context) error {
+	s.mu.Lock()
+	want := s.dataset
+	s.mu.Unlock()
+	if want == "" {
+		return nil
+	}
+	got, err := s.client.Get(ctx, s.datasetKey()).Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return wrap(ctx, "read redis dataset marker", err)
+	}
+	if got != want {
+		return s.datasetLost()
+	}
+	return nil
+}
+
+func (s *Store) datasetLost() error {
+	return fmt.Errorf("redis dataset marker %s is gone or changed (Redis restarted without persistence, was flushed, or points elsewhere): every upload it tracked is lost; restart tusgate after fixing Redis persistence: %w",
+		s.datasetKey(), errors.Join(store.ErrDatasetLost, store.ErrUnavailable))
+}
+
 // Ping reports whether Redis answers with the dataset this store started
 // with. The first Ping creates (or adopts) a random marker key; if a later
 // Ping finds it missing or changed, Redis lost its data — typically a restart
@@ -130,8 +155,7 @@ func (s *Store) Ping(ctx context.Context) error {
 		return nil
 	}
 	if got != s.dataset {
-		return fmt.Errorf("redis dataset marker %s is gone or changed (Redis restarted without persistence, was flushed, or points elsewhere): every upload it tracked is lost; restart tusgate after fixing Redis persistence: %w",
-			s.datasetKey(), errors.Join(store.ErrDatasetLost, store.ErrUnavailable))
+		return s.datasetLost()
 	}
 	return nil
 }
@@ -145,6 +169,9 @@ func (s *Store) Create(ctx context.Context, u *store.Upload) error {
 		return fmt.Errorf("%s: encode: %w", op, err)
 	}
 	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	if err := s.checkDataset(ctx); err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
 	ok, err := s.client.SetNX(ctx, s.key(u.ID), data, 0).Result()

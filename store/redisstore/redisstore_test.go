@@ -172,4 +172,10 @@ func TestPingDetectsLostDataset(t *testing.T) {
 	if !strings.Contains(err.Error(), "persistence") {
 		t.Errorf("error %q does not tell the operator why", err)
 	}
+	// New uploads are refused rather than tracked on a dataset that lost
+	// the others.
+	err = s.Create(t.Context(), storetest.FullUpload("after-loss"))
+	if !errors.Is(err, store.ErrDatasetLost) || !errors.Is(err, store.ErrUnavailable) {
+		t.Fatalf("create after the dataset vanished: got %v, want ErrDatasetLost and ErrUnavailable", err)
+	}
 }
