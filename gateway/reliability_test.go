@@ -215,11 +215,7 @@ func TestReconcile(t *testing.T) {
 				}
 				return id
 			},
-			want: func(t *testing.T, rec *store.Upload) {
-				if rec.State != store.StateFailed || rec.Error == nil || rec.Error.Reason != store.ReasonDataLost {
-					t.Errorf("got state %s error %+v, want failed data_lost", rec.State, rec.Error)
-				}
-			},
+			want:    wantDataLost,
 			changed: true,
 		},
 		{
@@ -231,11 +227,7 @@ func TestReconcile(t *testing.T) {
 				}
 				return id
 			},
-			want: func(t *testing.T, rec *store.Upload) {
-				if rec.State != store.StateFailed || rec.Error == nil || rec.Error.Reason != store.ReasonDataLost {
-					t.Errorf("got state %s error %+v, want failed data_lost", rec.State, rec.Error)
-				}
-			},
+			want:    wantDataLost,
 			changed: true,
 		},
 		{
@@ -301,11 +293,7 @@ func TestReconcile(t *testing.T) {
 				}
 				return id
 			},
-			want: func(t *testing.T, rec *store.Upload) {
-				if rec.State != store.StateFailed || rec.Error == nil || rec.Error.Reason != store.ReasonDataLost {
-					t.Errorf("got state %s error %+v, want failed data_lost", rec.State, rec.Error)
-				}
-			},
+			want:    wantDataLost,
 			changed: true,
 		},
 		{
@@ -726,5 +714,13 @@ func TestDiskFull(t *testing.T) {
 	}
 	if rec := h.record(t, id); !rec.Complete || rec.Received != size {
 		t.Errorf("record: got complete %v received %d, want complete", rec.Complete, rec.Received)
+	}
+}
+
+// wantDataLost checks that reconciliation failed the record as data_lost.
+func wantDataLost(t *testing.T, rec *store.Upload) {
+	t.Helper()
+	if rec.State != store.StateFailed || rec.Error == nil || rec.Error.Reason != store.ReasonDataLost {
+		t.Errorf("got state %s error %+v, want failed data_lost", rec.State, rec.Error)
 	}
 }

@@ -431,3 +431,38 @@ func (o *onceFlag) done() bool { return o.n.Load() > 0 }
 
 // killPID sends SIGKILL to process pid (a gateway this test started).
 func killPID(pid int) { _ = syscall.Kill(pid, syscall.SIGKILL) }
+
+// redisDownScene is an upload whose part 1 api.video accepted while the
+// gateway's Redis (the test's own, persistent) was down: the gateway is
+// retrying to record the videoId.
+type redisDownScene struct {
+	rds   *redisProc
+	emu   *apivideotest.Server
+	gw    *gatewayProc
+	token string
+	data  []byte
+	id    string
+}
+
+// part1AcceptedWhileRedisDown sends a 12 MiB upload, kills Redis while
+// api.video holds part 1, then lets api.video accept it, and returns once
+// the gateway logs that recording it failed.
+func part1AcceptedWhileRedisDown(t *testing.T, seed uint64) redisDownScene {
+	t.Helper()
+	s := redisDownScene{rds: startRedis(t, true), emu: newEmulator(t)}
+	g := newGate(t)
+	s.token = s.emu.CreateToken(time.Hour)
+	holdPart(s.emu, s.token, 1, g)
+	s.gw = startGateway(t, s.emu, gatewayOptions{Store: "embedded", Args: []string{"--redis-url", s.rds.URL()}})
+	s.data = testData(seed, 12*mib)
+	u := create(t, s.gw, int64(len(s.data)), meta(s.token))
+	s.id = uploadID(t, u)
+	patchRange(t, s.gw, u, s.data, 0, int64(len(s.data)), 4*mib)
+	waitFor(t, "part 1 to reach api.video", func() bool { return partSeen(s.emu, s.token, 1) })
+
+	s.rds.Kill()
+	g.open()
+	waitFor(t, "api.video to accept part 1", func() bool { return partAccepted(s.emu, s.token, 1) })
+	waitFor(t, "the gateway to fail recording part 1", func() bool { return logsContain(s.gw, "record delivered part; retrying") })
+	return s
+}

@@ -212,24 +212,10 @@ func TestFaultKill(t *testing.T) {
 	// video: the first stays incomplete with part 1 only.
 	t.Run("after part 1 accepted, before recorded", func(t *testing.T) {
 		t.Parallel()
-		rds := startRedis(t, true)
-		emu := newEmulator(t)
-		g := newGate(t)
-		token := emu.CreateToken(time.Hour)
-		holdPart(emu, token, 1, g)
-		gw := startGateway(t, emu, gatewayOptions{Store: "embedded", Args: []string{"--redis-url", rds.URL()}})
-		data := testData(405, 12*mib)
-		u := create(t, gw, int64(len(data)), meta(token))
-		id := uploadID(t, u)
-		patchRange(t, gw, u, data, 0, int64(len(data)), 4*mib)
-		waitFor(t, "part 1 to reach api.video", func() bool { return partSeen(emu, token, 1) })
-
-		rds.Kill()
-		g.open()
-		waitFor(t, "api.video to accept part 1", func() bool { return partAccepted(emu, token, 1) })
-		waitFor(t, "the gateway to fail recording part 1", func() bool { return logsContain(gw, "record delivered part; retrying") })
+		sc := part1AcceptedWhileRedisDown(t, 405)
+		gw, emu, token, data, id := sc.gw, sc.emu, sc.token, sc.data, sc.id
 		gw.Kill()
-		rds.Start()
+		sc.rds.Start()
 		gw.Restart()
 
 		st, raw := waitDelivered(t, gw, id)

@@ -114,22 +114,8 @@ func TestFaultRedis(t *testing.T) {
 	// follow. One video.
 	t.Run("down during forward", func(t *testing.T) {
 		t.Parallel()
-		rds := startRedis(t, true)
-		emu := newEmulator(t)
-		g := newGate(t)
-		token := emu.CreateToken(time.Hour)
-		holdPart(emu, token, 1, g)
-		gw := startGateway(t, emu, gatewayOptions{Store: "embedded", Args: []string{"--redis-url", rds.URL()}})
-		data := testData(421, 12*mib)
-		u := create(t, gw, int64(len(data)), meta(token))
-		id := uploadID(t, u)
-		patchRange(t, gw, u, data, 0, int64(len(data)), 4*mib)
-		waitFor(t, "part 1 to reach api.video", func() bool { return partSeen(emu, token, 1) })
-
-		rds.Kill()
-		g.open()
-		waitFor(t, "api.video to accept part 1", func() bool { return partAccepted(emu, token, 1) })
-		waitFor(t, "the gateway to fail recording part 1", func() bool { return logsContain(gw, "record delivered part; retrying") })
+		sc := part1AcceptedWhileRedisDown(t, 421)
+		rds, emu, gw, token, data, id := sc.rds, sc.emu, sc.gw, sc.token, sc.data, sc.id
 		if partSeen(emu, token, 2) {
 			t.Errorf("part 2 was sent before part 1's videoId was recorded")
 		}
