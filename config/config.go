@@ -576,8 +576,8 @@ func (c Config) problems() []error {
 			bad("cors-origins", strings.Join(c.CORSOrigins, ","), fmt.Sprintf("%q is not an origin (want scheme://host[:port] without a path, or *)", origin))
 		}
 	}
-	if c.CompletionWindow <= 0 {
-		bad("completion-window", formatDuration(c.CompletionWindow), "must be positive")
+	if c.CompletionWindow <= 0 || c.CompletionWindow > maxCompletionWindow {
+		bad("completion-window", formatDuration(c.CompletionWindow), "must be positive and at most 168h (api.video keeps an unfinished upload at most 7 days)")
 	}
 	if c.MaxSize < 1 || c.MaxSize > MaxUploadSize {
 		bad("max-size", formatSize(c.MaxSize), "must be between 1 byte and 30GiB")
@@ -737,3 +737,7 @@ func (c Config) String() string {
 
 // GoString is String, so that %#v redacts secrets too.
 func (c Config) GoString() string { return c.String() }
+
+// maxCompletionWindow is the longest api.video documents for finishing an
+// upload after its first chunk (7 days).
+const maxCompletionWindow = 7 * 24 * time.Hour

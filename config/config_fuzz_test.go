@@ -38,7 +38,7 @@ func FuzzSizeAndDuration(f *testing.F) {
 		if cfg.PartSize < config.MinPartSize || cfg.PartSize > config.MaxPartSize {
 			t.Fatalf("accepted part size %d outside 5MiB..200MiB", cfg.PartSize)
 		}
-		if cfg.CompletionWindow <= 0 || cfg.CompletionWindow > 1<<62*time.Nanosecond {
+		if cfg.CompletionWindow <= 0 || cfg.CompletionWindow > 7*24*time.Hour {
 			t.Fatalf("accepted completion window %v", cfg.CompletionWindow)
 		}
 	})

@@ -277,6 +277,7 @@ func TestInvalid(t *testing.T) {
 		{args: []string{"--cors-origins", "https://u@a.example"}, want: `is not an origin`},
 		{args: []string{"--completion-window", "0s"}, want: "--completion-window 0s: must be positive"},
 		{args: []string{"--completion-window", "1 day"}, want: `--completion-window "1 day": not a duration`},
+		{args: []string{"--completion-window", "200h"}, want: "--completion-window 200h: must be positive and at most 168h"},
 		{args: []string{"--max-size", "0"}, want: "--max-size 0: must be between 1 byte and 30GiB"},
 		{args: []string{"--max-size", "31GiB"}, want: "--max-size 31GiB: must be between 1 byte and 30GiB"},
 		{args: []string{"--max-size", "huge"}, want: `--max-size "huge": not a size`},
