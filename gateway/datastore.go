@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"io"
@@ -205,10 +206,12 @@ func (d *dataStore) NewUpload(ctx context.Context, info handler.FileInfo) (handl
 		return nil, errInternal
 	}
 	c := rs.creation
-	up, err := g.fs.NewUpload(ctx, info)
+	up, err := g.be.NewUpload(ctx, info)
 	if err != nil {
 		// A full disk can leave an empty or cut-short .info file behind.
-		g.removeFiles(info.ID)
+		if rerr := g.be.Remove(context.WithoutCancel(ctx), info.ID); rerr != nil {
+			g.log.Error("remove half-created upload", zap.String("id", info.ID), zap.Error(rerr))
+		}
 		if isDiskFull(err) {
 			g.log.Warn("create upload file: disk full", zap.String("id", info.ID), zap.Error(err))
 			return nil, errDiskFull()
@@ -237,7 +240,7 @@ func (d *dataStore) NewUpload(ctx context.Context, info handler.FileInfo) (handl
 	}
 	if err := g.st.Create(ctx, rec); err != nil {
 		g.log.Error("create upload record", zap.String("id", info.ID), zap.Error(err))
-		if terr := g.fs.AsTerminatableUpload(up).Terminate(ctx); terr != nil {
+		if terr := g.be.AsTerminatableUpload(up).Terminate(ctx); terr != nil {
 			g.log.Error("remove upload file after failed record creation", zap.String("id", info.ID), zap.Error(terr))
 		}
 		return nil, errStoreUnavailable()
@@ -250,7 +253,7 @@ func (d *dataStore) NewUpload(ctx context.Context, info handler.FileInfo) (handl
 		rs.reserved = false
 	}
 	rs.record = rec.Clone()
-	g.setExpires(rs)
+	g.setExpires(ctx, rs)
 	// The forwarder tracks the token deadline from the start.
 	g.n.Notify(info.ID)
 	return &upload{g: g, id: info.ID, inner: up}, nil
@@ -262,7 +265,7 @@ func (d *dataStore) NewUpload(ctx context.Context, info handler.FileInfo) (handl
 // on an incomplete upload.
 func (d *dataStore) GetUpload(ctx context.Context, id string) (handler.Upload, error) {
 	g := d.g
-	up, err := g.fs.GetUpload(ctx, id)
+	up, err := g.be.GetUpload(ctx, id)
 	if err != nil {
 		if errors.Is(err, handler.ErrNotFound) {
 			return nil, handler.ErrNotFound
@@ -283,7 +286,7 @@ func (d *dataStore) GetUpload(ctx context.Context, id string) (handler.Upload, e
 		return nil, err
 	}
 	if !rs.record.Complete {
-		g.setExpires(rs)
+		g.setExpires(ctx, rs)
 	}
 	return u, nil
 }
@@ -363,22 +366,17 @@ func (u *upload) WriteChunk(ctx context.Context, offset int64, src io.Reader) (i
 		return 0, err
 	}
 	lu.offset.Store(offset)
+	if !u.g.be.StreamsDurably() {
+		return u.writeParts(ctx, lu, info, offset, src)
+	}
 	cr := &countingReader{ctx: ctx, u: u, lu: lu, src: src, base: offset, size: info.Size, deferred: info.SizeIsDeferred}
 	n, err := u.inner.WriteChunk(ctx, offset, cr)
 	end := offset + n
 	lu.offset.Store(end)
-	switch {
-	case err == nil:
-	case cr.stop != nil:
+	if cr.stop != nil {
 		err = cr.stop
-	case isDiskFull(err):
-		u.g.log.Warn("write upload data: disk full", zap.String("id", u.id), zap.Int64("offset", end), zap.Error(err))
-		err = errDiskFull()
-	default:
-		if _, ok := errors.AsType[handler.Error](err); !ok {
-			u.g.log.Error("write upload data", zap.String("id", u.id), zap.Int64("offset", end), zap.Error(err))
-			err = errDataStore()
-		}
+	} else {
+		err = u.writeError(end, err)
 	}
 	// The bytes of the last read are written only now. Completion is
 	// recorded by FinishUpload, which tusd calls next.
@@ -389,10 +387,73 @@ func (u *upload) WriteChunk(ctx context.Context, offset int64, src io.Reader) (i
 		}
 	}
 	if !complete {
-		u.g.setExpires(requestStateFrom(ctx))
+		u.g.setExpires(ctx, requestStateFrom(ctx))
 	}
 	markDiscard(ctx, err)
 	return n, err
+}
+
+// writeError maps an error of the backend's WriteChunk, which ended at
+// offset end, to the response the client gets (nil stays nil).
+func (u *upload) writeError(end int64, err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case isDiskFull(err):
+		u.g.log.Warn("write upload data: disk full", zap.String("id", u.id), zap.Int64("offset", end), zap.Error(err))
+		return errDiskFull()
+	}
+	if _, ok := errors.AsType[handler.Error](err); ok {
+		return err
+	}
+	u.g.log.Error("write upload data", zap.String("id", u.id), zap.Int64("offset", end), zap.Error(err))
+	return errDataStore()
+}
+
+// peekBuf is the read buffer writeParts puts in front of the request body
+// to tell an ended body before calling the backend.
+const peekBuf = 64 << 10
+
+// writeParts writes src for a backend whose bytes are durable only once its
+// WriteChunk returns (S3): one call per api.video part (or the piece of it
+// src holds), recording each part boundary crossed before taking the next
+// part's bytes, so the forwarder can send a part while the client is still
+// sending later ones. A backend call is never made for zero bytes. The
+// errors are those of WriteChunk.
+func (u *upload) writeParts(ctx context.Context, lu *liveUpload, info handler.FileInfo, offset int64, src io.Reader) (int64, error) {
+	br := bufio.NewReaderSize(src, peekBuf)
+	off := offset
+	for {
+		if _, err := br.Peek(1); err != nil {
+			// The body ended (tusd keeps a client's read error itself).
+			break
+		}
+		limit := lu.plan.End(lu.plan.PartOf(off)) - off
+		if !info.SizeIsDeferred {
+			limit = min(limit, info.Size-off)
+		}
+		n, err := u.inner.WriteChunk(ctx, off, io.LimitReader(br, limit))
+		off += n
+		lu.offset.Store(off)
+		if err = u.writeError(off, err); err != nil {
+			markDiscard(ctx, err)
+			return off - offset, err
+		}
+		complete := !info.SizeIsDeferred && off == info.Size
+		if !complete && lu.boundaryPending(off, info.Size, info.SizeIsDeferred) {
+			if err := u.record(ctx, lu, off, false); err != nil {
+				markDiscard(ctx, err)
+				return off - offset, err
+			}
+		}
+		if n < limit || complete {
+			break
+		}
+	}
+	if info.SizeIsDeferred || off < info.Size {
+		u.g.setExpires(ctx, requestStateFrom(ctx))
+	}
+	return off - offset, nil
 }
 
 // FinishUpload records the completion: every byte is in the data store.
@@ -571,7 +632,7 @@ func (t terminatable) Terminate(ctx context.Context) error {
 		return errStoreUnavailable()
 	}
 	g.forget(u.id)
-	if terr := g.fs.AsTerminatableUpload(u.inner).Terminate(ctx); terr != nil {
+	if terr := g.be.AsTerminatableUpload(u.inner).Terminate(ctx); terr != nil {
 		g.log.Error("remove upload file", zap.String("id", u.id), zap.Error(terr))
 		return errDataStore()
 	}
@@ -611,7 +672,7 @@ func (l lengthDeclarable) DeclareLength(ctx context.Context, length int64) error
 	}); err != nil {
 		return g.updateError(u.id, "declare size", before, err)
 	}
-	if err := g.fs.AsLengthDeclarableUpload(u.inner).DeclareLength(ctx, length); err != nil {
+	if err := g.be.AsLengthDeclarableUpload(u.inner).DeclareLength(ctx, length); err != nil {
 		if isDiskFull(err) {
 			g.log.Warn("declare upload length: disk full", zap.String("id", u.id), zap.Error(err))
 			return errDiskFull()

@@ -6,7 +6,7 @@
 // records each upload in the state store, and, while bytes arrive, updates
 // the record at part boundaries of the upload's plan and on completion,
 // telling a Notifier each time. It never forwards bytes itself: the forwarder
-// reads them through DataSource.
+// reads them through the Backend (Source).
 //
 // Token modes: a client that sends the `token` metadata uses delegated mode
 // (its api.video upload token, whose deadline the gateway learns from a
@@ -42,7 +42,6 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
-	"os"
 	"regexp"
 	"strings"
 	"sync"
@@ -50,7 +49,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"github.com/tus/tusd/v2/pkg/filestore"
 	"github.com/tus/tusd/v2/pkg/handler"
 	"github.com/tus/tusd/v2/pkg/memorylocker"
 	"github.com/tus/tusd/v2/pkg/prometheuscollector"
@@ -88,8 +86,11 @@ type Config struct {
 	Locker handler.Locker
 	// BasePath is the URL path of the tus endpoint. Default "/files/".
 	BasePath string
-	// DataDir is the directory holding the upload bytes (tusd's disk store).
-	// Required; created if missing.
+	// Backend holds the upload bytes. Default: tusd's disk store in DataDir
+	// (NewDiskBackend).
+	Backend Backend
+	// DataDir is the directory holding the upload bytes when Backend is nil.
+	// Required then; created if missing.
 	DataDir string
 	// MaxSize is the largest upload accepted, in bytes. Default (0)
 	// store.MaxVideoSize. It is also capped at what 10,000 parts of Plan hold.
@@ -244,7 +245,7 @@ func (c Config) withDefaults() (Config, error) {
 	case c.BasePath == "/", c.BasePath == "/uploads/", c.BasePath == "/healthz/", c.BasePath == "/readyz/", c.BasePath == "/metrics/":
 		errs = append(errs, fmt.Errorf("base path %q: clashes with another route", c.BasePath))
 	}
-	if c.DataDir == "" {
+	if c.DataDir == "" && c.Backend == nil {
 		errs = append(errs, errors.New("data dir: required"))
 	}
 	if err := c.Plan.Validate(); err != nil {
@@ -307,9 +308,8 @@ type Gateway struct {
 	st      store.Store
 	n       Notifier
 	log     *zap.Logger
-	fs      filestore.FileStore
+	be      Backend
 	tus     *handler.UnroutedHandler
-	src     *DataSource
 	locker  handler.Locker
 	// releases orders lock release requests after WriteChunk starts (a
 	// tusd data race; see releasegate.go).
@@ -342,8 +342,11 @@ func New(cfg Config, st store.Store, n Notifier) (*Gateway, error) {
 	if st == nil || n == nil {
 		return nil, errors.New("gateway: store and notifier are required")
 	}
-	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
-		return nil, fmt.Errorf("gateway: create data dir: %w", err)
+	be := cfg.Backend
+	if be == nil {
+		if be, err = NewDiskBackend(cfg.DataDir); err != nil {
+			return nil, fmt.Errorf("gateway: %w", err)
+		}
 	}
 	g := &Gateway{
 		cfg:      cfg,
@@ -351,14 +354,13 @@ func New(cfg Config, st store.Store, n Notifier) (*Gateway, error) {
 		st:       st,
 		n:        n,
 		log:      cfg.Logger,
-		fs:       filestore.New(cfg.DataDir),
+		be:       be,
 		locker:   cfg.Locker,
 		releases: newReleaseGate(),
 		open:     newOpenUploads(cfg.MaxOpenUploadsPerClient),
 		creates:  newRateLimiter(cfg.CreateRate, cfg.CreateBurst),
 	}
 	g.cors, _ = corsConfig(cfg.CORSOrigins)
-	g.src = &DataSource{fs: g.fs}
 
 	ds := &dataStore{g: g}
 	composer := handler.NewStoreComposer()
@@ -401,7 +403,7 @@ func New(cfg Config, st store.Store, n Notifier) (*Gateway, error) {
 func (g *Gateway) Handler() http.Handler { return g.handler }
 
 // Source returns read access to received bytes, for the forwarder.
-func (g *Gateway) Source() *DataSource { return g.src }
+func (g *Gateway) Source() Backend { return g.be }
 
 // MaxSize returns the largest upload accepted, in bytes: Config.MaxSize
 // capped at what 10,000 parts of the plan hold.

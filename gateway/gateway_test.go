@@ -587,7 +587,7 @@ func TestOpenRangeWhileIncomplete(t *testing.T) {
 	if _, err := h.gw.Source().OpenRange(t.Context(), "nope", 0, 1); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("OpenRange of an unknown upload: got %v, want store.ErrNotFound", err)
 	}
-	if got, err := h.gw.Source().Received(t.Context(), id); err != nil || got != 7*MiB {
+	if got, err := h.gw.Source().Offset(t.Context(), id); err != nil || got != 7*MiB {
 		t.Errorf("Received: got %d, %v, want %d", got, err, 7*MiB)
 	}
 }
@@ -669,7 +669,7 @@ func TestShutdownEndsRunningPatch(t *testing.T) {
 		done <- err
 	}()
 	waitFor(t, "the PATCH's bytes to be written", func() bool {
-		n, err := h.gw.Source().Received(t.Context(), id)
+		n, err := h.gw.Source().Offset(t.Context(), id)
 		return err == nil && n == sent
 	})
 	shutdownCtx, cancelShutdown := context.WithTimeout(t.Context(), 10*time.Second)

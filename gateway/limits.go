@@ -143,7 +143,7 @@ func (g *Gateway) reserveOpen(ctx context.Context, key string) error {
 			// The store is failing: keep counting what is known.
 			g.log.Warn("open uploads: read upload record", zap.String("id", id), zap.Error(err))
 			return errTooManyOpen(g.cfg.MaxOpenUploadsPerClient)
-		case u.Complete, u.State.Terminal(), g.expired(u, now):
+		case u.Complete, u.State.Terminal(), g.expired(ctx, u, now):
 			g.open.release(id)
 		}
 	}
@@ -311,7 +311,7 @@ func (g *Gateway) sweepOpen(ctx context.Context) error {
 			g.open.release(id)
 		case err != nil:
 			return fmt.Errorf("check open upload %s: %w", id, err)
-		case u.Complete, u.State.Terminal(), g.expired(u, now):
+		case u.Complete, u.State.Terminal(), g.expired(ctx, u, now):
 			g.open.release(id)
 		}
 	}

@@ -4,10 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -27,49 +24,43 @@ const expireLockTimeout = 5 * time.Second
 // the state store failed.
 const discardTimeout = 10 * time.Second
 
-// binPath is the data file of upload id in tusd's disk store.
-func (g *Gateway) binPath(id string) string { return filepath.Join(g.cfg.DataDir, id) }
-
-// infoPath is tusd's .info file of upload id.
-func (g *Gateway) infoPath(id string) string { return filepath.Join(g.cfg.DataDir, id+".info") }
-
-// lastActivity returns when the last byte of upload id was written (its data
-// file's modification time), or createdAt while the file holds no byte or
-// cannot be read. It writes nothing, so PATCHes cost the state store nothing.
-func (g *Gateway) lastActivity(id string, createdAt time.Time) time.Time {
-	fi, err := os.Stat(g.binPath(id))
-	if err != nil || fi.Size() == 0 {
+// lastActivity returns when the last byte of upload id was stored (the
+// Backend's LastWrite), or createdAt while it holds no byte or cannot tell.
+// It writes nothing, so PATCHes cost the state store nothing.
+func (g *Gateway) lastActivity(ctx context.Context, id string, createdAt time.Time) time.Time {
+	t, err := g.be.LastWrite(ctx, id)
+	if err != nil || t.IsZero() {
 		return createdAt
 	}
-	return fi.ModTime()
+	return t
 }
 
 // stalled reports whether u is incomplete, not terminal, and got no byte for
 // Config.IdleTimeout.
-func (g *Gateway) stalled(u *store.Upload, now time.Time) bool {
+func (g *Gateway) stalled(ctx context.Context, u *store.Upload, now time.Time) bool {
 	if u.Complete || u.State.Terminal() {
 		return false
 	}
-	return now.Sub(g.lastActivity(u.ID, u.CreatedAt)) >= g.cfg.IdleTimeout
+	return now.Sub(g.lastActivity(ctx, u.ID, u.CreatedAt)) >= g.cfg.IdleTimeout
 }
 
 // expired reports whether u is incomplete, not terminal, and got no byte
 // for Config.UploadExpiry: the time its Upload-Expires header announced has
 // come.
-func (g *Gateway) expired(u *store.Upload, now time.Time) bool {
+func (g *Gateway) expired(ctx context.Context, u *store.Upload, now time.Time) bool {
 	if u.Complete || u.State.Terminal() {
 		return false
 	}
-	return !now.Before(g.lastActivity(u.ID, u.CreatedAt).Add(g.cfg.UploadExpiry))
+	return !now.Before(g.lastActivity(ctx, u.ID, u.CreatedAt).Add(g.cfg.UploadExpiry))
 }
 
 // setExpires sets Upload-Expires on the response of the request rs belongs
 // to, for an incomplete upload: its last activity plus Config.UploadExpiry.
-func (g *Gateway) setExpires(rs *requestState) {
+func (g *Gateway) setExpires(ctx context.Context, rs *requestState) {
 	if rs == nil || rs.header == nil || rs.record == nil || rs.record.Complete {
 		return
 	}
-	at := g.lastActivity(rs.record.ID, rs.record.CreatedAt).Add(g.cfg.UploadExpiry)
+	at := g.lastActivity(ctx, rs.record.ID, rs.record.CreatedAt).Add(g.cfg.UploadExpiry)
 	rs.header.Set(headerUploadExpires, at.UTC().Format(http.TimeFormat))
 }
 
@@ -115,35 +106,6 @@ func (e *extensionWriter) Write(b []byte) (int, error) {
 // Unwrap returns the wrapped ResponseWriter (for http.ResponseController).
 func (e *extensionWriter) Unwrap() http.ResponseWriter { return e.ResponseWriter }
 
-// removeFiles removes the data and .info files of upload id, whatever state
-// they are in; missing files are not an error.
-func (g *Gateway) removeFiles(id string) error {
-	var errs []error
-	for _, p := range []string{g.binPath(id), g.infoPath(id)} {
-		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			errs = append(errs, err)
-		}
-	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("remove files of upload %s: %w", id, err)
-	}
-	return nil
-}
-
-// removeUploadFiles removes the files of upload id through tusd's disk
-// store, or directly when tusd cannot open them (an .info file missing or
-// unreadable).
-func (g *Gateway) removeUploadFiles(ctx context.Context, id string) error {
-	up, err := g.fs.GetUpload(ctx, id)
-	if err != nil {
-		return g.removeFiles(id)
-	}
-	if err := g.fs.AsTerminatableUpload(up).Terminate(ctx); err != nil {
-		return fmt.Errorf("remove files of upload %s: %w", id, err)
-	}
-	return nil
-}
-
 // discardCreated removes an upload whose creation request failed after the
 // upload was created (the state store failed, or the body of a
 // creation-with-upload was too large, cut or too slow): the client got an
@@ -160,7 +122,7 @@ func (g *Gateway) discardCreated(ctx context.Context, id string, status int) {
 		g.n.Notify(id)
 	}
 	g.forget(id)
-	if err := g.removeFiles(id); err != nil {
+	if err := g.be.Remove(ctx, id); err != nil {
 		g.log.Error("discard upload: remove files", zap.String("id", id), zap.Error(err))
 	}
 	g.log.Warn("upload creation failed after the upload was created: upload discarded (the client never got its URL)",
@@ -213,9 +175,9 @@ func (g *Gateway) reconcileUpload(ctx context.Context, id string) (bool, error) 
 	case rec.State.Terminal():
 		return false, nil
 	}
-	size, err := g.fileSize(id)
+	size, err := g.be.Offset(ctx, id)
 	switch {
-	case errors.Is(err, fs.ErrNotExist):
+	case errors.Is(err, store.ErrNotFound):
 		return g.failDataLost(ctx, id, "the upload's bytes are missing from the gateway's data directory")
 	case err != nil:
 		g.log.Warn("reconcile: cannot inspect the upload's data file, left as it is", zap.String("id", id), zap.Error(err))
@@ -238,20 +200,6 @@ func (g *Gateway) reconcileUpload(ctx context.Context, id string) (bool, error) 
 		return false, nil
 	}
 	return false, err
-}
-
-// fileSize returns the size of upload id's data file; the error wraps
-// fs.ErrNotExist when tusd could not open the upload (data or .info file
-// missing).
-func (g *Gateway) fileSize(id string) (int64, error) {
-	if _, err := os.Stat(g.infoPath(id)); err != nil {
-		return 0, err
-	}
-	fi, err := os.Stat(g.binPath(id))
-	if err != nil {
-		return 0, err
-	}
-	return fi.Size(), nil
 }
 
 // failDataLost fails upload id with store.ReasonDataLost and notifies. It
@@ -331,7 +279,7 @@ func (g *Gateway) expire(ctx context.Context, id string) (bool, error) {
 		return false, nil
 	case err != nil:
 		return false, err
-	case !g.expired(rec, g.cfg.Now()):
+	case !g.expired(ctx, rec, g.cfg.Now()):
 		return false, nil
 	}
 	lock, err := g.locker.NewLock(id)
@@ -359,11 +307,11 @@ func (g *Gateway) expire(ctx context.Context, id string) (bool, error) {
 		return false, err
 	}
 	now := g.cfg.Now()
-	last := g.lastActivity(id, rec.CreatedAt)
-	if !g.expired(rec, now) {
+	last := g.lastActivity(ctx, id, rec.CreatedAt)
+	if !g.expired(ctx, rec, now) {
 		return false, nil
 	}
-	if err := g.removeUploadFiles(ctx, id); err != nil {
+	if err := g.be.Remove(ctx, id); err != nil {
 		return false, fileError{err}
 	}
 	if err := g.st.Delete(ctx, id); err != nil {

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"os"
 	"time"
 
 	"go.uber.org/zap"
@@ -176,7 +175,7 @@ func (g *Gateway) handleStatus(w http.ResponseWriter, r *http.Request) {
 	}
 	live, hasLive := g.liveOffset(id)
 	s := newStatus(u, live, hasLive)
-	s.Stalled = g.stalled(u, g.cfg.Now())
+	s.Stalled = g.stalled(r.Context(), u, g.cfg.Now())
 	writeJSON(w, http.StatusOK, s)
 }
 
@@ -205,7 +204,7 @@ func (g *Gateway) handleReadyz(w http.ResponseWriter, r *http.Request) {
 		g.log.Warn("readiness: state store ping failed", zap.Error(err))
 		rd.Status, rd.Checks["store"] = "unavailable", "state store ping failed"
 	}
-	if err := g.checkDataDir(); err != nil {
+	if err := g.be.Check(ctx); err != nil {
 		g.log.Warn("readiness: data dir not writable", zap.Error(err))
 		rd.Status, rd.Checks["dataDir"] = "unavailable", "data directory is not writable"
 	}
@@ -214,16 +213,4 @@ func (g *Gateway) handleReadyz(w http.ResponseWriter, r *http.Request) {
 		status = http.StatusServiceUnavailable
 	}
 	writeJSON(w, status, rd)
-}
-
-// checkDataDir creates and removes a file in the data directory.
-func (g *Gateway) checkDataDir() error {
-	f, err := os.CreateTemp(g.cfg.DataDir, ".readyz-*")
-	if err != nil {
-		return err
-	}
-	name := f.Name()
-	cerr := f.Close()
-	rerr := os.Remove(name)
-	return errors.Join(cerr, rerr)
 }

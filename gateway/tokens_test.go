@@ -329,7 +329,7 @@ func TestTokenDeadlinePassed(t *testing.T) {
 			if rec.Received != received {
 				t.Errorf("record Received: got %d, want %d (no bytes taken after the failure)", rec.Received, received)
 			}
-			if n, err := h.gw.Source().Received(t.Context(), id); err != nil || n != 6*MiB {
+			if n, err := h.gw.Source().Offset(t.Context(), id); err != nil || n != 6*MiB {
 				t.Errorf("bytes in the data store: got %d, %v, want %d", n, err, 6*MiB)
 			}
 			got := h.n.For(id)
