@@ -64,6 +64,24 @@ type Config struct {
 	// a password, so log Redacted). Flag --redis-url, default "" = embedded
 	// store in DataDir.
 	RedisURL string
+	// RedisCluster makes RedisURL the seed of a Redis Cluster: the URL's
+	// host plus any addr= query parameters
+	// (redis://host1:6379?addr=host2:6379&addr=host3:6379). Flag
+	// --redis-cluster, default false.
+	RedisCluster bool
+	// S3Bucket stores upload bytes in this S3 bucket (tusd's S3 store)
+	// instead of DataDir, so several instances share them. Flag --s3-bucket,
+	// default "" = the disk store in DataDir.
+	S3Bucket string
+	// S3Endpoint is the URL of an S3-compatible server (path-style
+	// requests); empty = AWS S3. Flag --s3-endpoint.
+	S3Endpoint string
+	// S3Region is the bucket's region; empty = the AWS chain's (AWS_REGION,
+	// the shared config file). Flag --s3-region.
+	S3Region string
+	// S3Prefix is prepended to every object key tusgate writes. Flag
+	// --s3-prefix, default "".
+	S3Prefix string
 	// APIVideoURL is the base URL of the api.video API, an absolute http(s)
 	// URL. Flag --apivideo-url, default "https://ws.api.video".
 	APIVideoURL string
@@ -200,6 +218,8 @@ type setting struct {
 	// display, if set, replaces show for values that may hold secrets; ""
 	// means "do not show the value at all".
 	display func(raw string) string
+	// isBool makes the flag take no value (--name alone means true).
+	isBool bool
 }
 
 // settings lists every setting, in help order, bound to c's fields.
@@ -208,6 +228,11 @@ func (c *Config) settings() []setting {
 		str("listen", "ADDR", "address the HTTP server listens on, host:port", &c.Listen),
 		str("data-dir", "DIR", "directory for upload bytes and the embedded state store", &c.DataDir),
 		withDisplay(str("redis-url", "URL", "Redis state store, redis://[user:password@]host:port[/db] or rediss://…; empty = embedded store in --data-dir", &c.RedisURL), displayURL),
+		boolean("redis-cluster", "with --redis-url: the URL seeds a Redis Cluster, redis://host1:port?addr=host2:port&addr=host3:port", &c.RedisCluster),
+		str("s3-bucket", "BUCKET", "keep upload bytes in this S3 bucket (shared by every instance) instead of --data-dir; credentials from the standard AWS chain", &c.S3Bucket),
+		withDisplay(str("s3-endpoint", "URL", "with --s3-bucket: URL of an S3-compatible server (path-style requests); empty = AWS S3", &c.S3Endpoint), displayURL),
+		str("s3-region", "REGION", "with --s3-bucket: the bucket's region; empty = from the AWS chain (AWS_REGION, ~/.aws/config)", &c.S3Region),
+		str("s3-prefix", "PREFIX", "with --s3-bucket: prefix of every object key tusgate writes, e.g. uploads/", &c.S3Prefix),
 		withDisplay(str("apivideo-url", "URL", "base URL of the api.video API", &c.APIVideoURL), displayURL),
 		withDisplay(str("apivideo-api-key", "KEY", "api.video API key enabling managed mode (secret); empty = delegated mode only", &c.APIVideoAPIKey), displaySecret),
 		size("part-size", "size of each part sent to api.video, 5MiB..200MiB", &c.PartSize),
@@ -239,6 +264,21 @@ func str(name, arg, usage string, p *string) setting {
 	return setting{name: name, arg: arg, usage: usage,
 		set: func(raw string) error { *p = raw; return nil },
 		get: func() string { return *p }}
+}
+
+// boolean is a flag that takes no value (--name means true); its
+// environment variable takes true/false, 1/0.
+func boolean(name, usage string, p *bool) setting {
+	return setting{name: name, usage: usage, isBool: true,
+		set: func(raw string) error {
+			b, err := strconv.ParseBool(strings.TrimSpace(raw))
+			if err != nil {
+				return errors.New("not a boolean (true or false)")
+			}
+			*p = b
+			return nil
+		},
+		get: func() string { return strconv.FormatBool(*p) }}
 }
 
 func withDisplay(s setting, display func(string) string) setting {
@@ -375,6 +415,9 @@ func (v *value) Set(raw string) error {
 	v.raw, v.err = raw, v.set(raw)
 	return nil
 }
+
+// IsBoolFlag tells package flag that a boolean setting takes no value.
+func (v *value) IsBoolFlag() bool { return v.isBool }
 
 func (v *value) String() string {
 	if v == nil || v.get == nil {
@@ -553,6 +596,30 @@ func (c Config) problems() []error {
 			bad("redis-url", displayURL(c.RedisURL), problem)
 		}
 	}
+	if c.RedisCluster && c.RedisURL == "" {
+		bad("redis-cluster", "true", "needs --redis-url, the cluster's seed (redis://host1:port?addr=host2:port)")
+	}
+	if c.S3Bucket == "" {
+		for _, s := range []struct{ name, raw, shown string }{
+			{"s3-endpoint", c.S3Endpoint, displayURL(c.S3Endpoint)},
+			{"s3-region", c.S3Region, c.S3Region},
+			{"s3-prefix", c.S3Prefix, c.S3Prefix},
+		} {
+			if s.raw != "" {
+				bad(s.name, s.shown, "needs --s3-bucket")
+			}
+		}
+	} else if !validBucket(c.S3Bucket) {
+		bad("s3-bucket", c.S3Bucket, "must be an S3 bucket name: 3-63 characters of a-z, 0-9, '.' and '-', starting and ending with a letter or digit")
+	}
+	if c.S3Endpoint != "" {
+		if u, err := url.Parse(c.S3Endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
+			bad("s3-endpoint", displayURL(c.S3Endpoint), "must be an absolute http(s) URL without credentials, e.g. http://127.0.0.1:9000 (credentials come from the AWS chain)")
+		}
+	}
+	if strings.HasPrefix(c.S3Prefix, "/") {
+		bad("s3-prefix", c.S3Prefix, `must not start with "/"`)
+	}
 	if u, err := url.Parse(c.APIVideoURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		bad("apivideo-url", displayURL(c.APIVideoURL), "must be an absolute http(s) URL, e.g. https://ws.api.video")
 	}
@@ -653,6 +720,21 @@ func redisURLProblem(raw string) string {
 		return "invalid port" + want
 	}
 	return ""
+}
+
+// validBucket reports whether s follows S3's bucket naming rules (the
+// common subset every S3-compatible server accepts).
+func validBucket(s string) bool {
+	if len(s) < 3 || len(s) > 63 || strings.Contains(s, "..") {
+		return false
+	}
+	for i, r := range s {
+		alnum := (r >= 'a' && r <= 'z') || (r >= '0' && r <= '9')
+		if !alnum && ((r != '.' && r != '-') || i == 0 || i == len(s)-1) {
+			return false
+		}
+	}
+	return true
 }
 
 // validOrigin reports whether s is "*" or a browser origin,

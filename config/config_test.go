@@ -123,6 +123,19 @@ var settingCases = []struct {
 	{"instance-id", "gw-1", func(c config.Config) any { return c.InstanceID }, "gw-1"},
 	{"log-level", "debug", func(c config.Config) any { return c.LogLevel }, "debug"},
 	{"log-format", "console", func(c config.Config) any { return c.LogFormat }, "console"},
+	{"redis-cluster", "true", func(c config.Config) any { return c.RedisCluster }, true},
+	{"s3-bucket", "videos.example-1", func(c config.Config) any { return c.S3Bucket }, "videos.example-1"},
+	{"s3-endpoint", "http://127.0.0.1:9000", func(c config.Config) any { return c.S3Endpoint }, "http://127.0.0.1:9000"},
+	{"s3-region", "eu-west-3", func(c config.Config) any { return c.S3Region }, "eu-west-3"},
+	{"s3-prefix", "tus/", func(c config.Config) any { return c.S3Prefix }, "tus/"},
+}
+
+// settingNeeds gives the settings some flags are valid only with.
+var settingNeeds = map[string][]string{
+	"redis-cluster": {"--redis-url", "redis://127.0.0.1:7000?addr=127.0.0.1:7001"},
+	"s3-endpoint":   {"--s3-bucket", "videos"},
+	"s3-region":     {"--s3-bucket", "videos"},
+	"s3-prefix":     {"--s3-bucket", "videos"},
 }
 
 func TestEachSettingByFlagAndEnv(t *testing.T) {
@@ -130,16 +143,21 @@ func TestEachSettingByFlagAndEnv(t *testing.T) {
 	for _, tc := range settingCases {
 		covered[tc.flag] = true
 		t.Run(tc.flag, func(t *testing.T) {
-			byFlag := mustParse(t, []string{"--" + tc.flag, tc.value}, env())
+			needs := settingNeeds[tc.flag]
+			flagArgs := []string{"--" + tc.flag, tc.value}
+			if _, isBool := tc.want.(bool); isBool {
+				flagArgs = []string{"--" + tc.flag} // a boolean flag takes no value
+			}
+			byFlag := mustParse(t, append(flagArgs, needs...), env())
 			if got := tc.get(byFlag); !reflect.DeepEqual(got, tc.want) {
 				t.Errorf("--%s %s: got %#v, want %#v", tc.flag, tc.value, got, tc.want)
 			}
-			byEqualsFlag := mustParse(t, []string{"-" + tc.flag + "=" + tc.value}, env())
+			byEqualsFlag := mustParse(t, append([]string{"-" + tc.flag + "=" + tc.value}, needs...), env())
 			if got := tc.get(byEqualsFlag); !reflect.DeepEqual(got, tc.want) {
 				t.Errorf("-%s=%s: got %#v, want %#v", tc.flag, tc.value, got, tc.want)
 			}
 			name := config.EnvVar(tc.flag)
-			byEnv := mustParse(t, nil, env(name, tc.value))
+			byEnv := mustParse(t, needs, env(name, tc.value))
 			if got := tc.get(byEnv); !reflect.DeepEqual(got, tc.want) {
 				t.Errorf("%s=%s: got %#v, want %#v", name, tc.value, got, tc.want)
 			}
@@ -287,6 +305,16 @@ func TestInvalid(t *testing.T) {
 		{args: []string{"--lease-duration", "500ms"}, want: "--lease-duration 500ms: must be at least 1s"},
 		{args: []string{"--idle-timeout", "0s"}, want: "--idle-timeout 0s: must be positive"},
 		{args: []string{"--lock-expiry", "500ms"}, want: "--lock-expiry 500ms: must be at least 1s"},
+		{args: []string{"--redis-cluster"}, want: "--redis-cluster true: needs --redis-url"},
+		{env: []string{"TUSGATE_REDIS_CLUSTER", "yes"}, want: "TUSGATE_REDIS_CLUSTER=yes: not a boolean (true or false)"},
+		{args: []string{"--s3-region", "eu-west-3"}, want: "--s3-region eu-west-3: needs --s3-bucket"},
+		{args: []string{"--s3-endpoint", "http://127.0.0.1:9000"}, want: "--s3-endpoint http://127.0.0.1:9000: needs --s3-bucket"},
+		{args: []string{"--s3-bucket", "Videos"}, want: "--s3-bucket Videos: must be an S3 bucket name"},
+		{args: []string{"--s3-bucket", "-videos"}, want: "--s3-bucket -videos: must be an S3 bucket name"},
+		{args: []string{"--s3-bucket", "ab"}, want: "--s3-bucket ab: must be an S3 bucket name"},
+		{args: []string{"--s3-endpoint", "127.0.0.1:9000", "--s3-bucket", "videos"}, want: "--s3-endpoint: must be an absolute http(s) URL"},
+		{args: []string{"--s3-endpoint", "http://key:secret@127.0.0.1:9000", "--s3-bucket", "videos"}, want: "must be an absolute http(s) URL without credentials"},
+		{args: []string{"--s3-prefix", "/tus/", "--s3-bucket", "videos"}, want: `--s3-prefix /tus/: must not start with "/"`},
 		{args: []string{"--upload-expiry", "-1h"}, want: "--upload-expiry -1h: must be positive"},
 		{args: []string{"--lease-duration", "soon"}, want: `--lease-duration "soon": not a duration`},
 		{args: []string{"--network-timeout", "500ms"}, want: "--network-timeout 500ms: must be at least 1s"},
