@@ -1,5 +1,6 @@
-// Package redistest gives tests a client of the test Redis server and
-// private key prefixes that are cleaned up when the test ends.
+// Package redistest gives tests a client of the test Redis server, private
+// key prefixes that are cleaned up when the test ends, and throwaway Redis
+// Clusters of local redis-server processes (StartCluster).
 package redistest
 
 import (
@@ -33,20 +34,42 @@ func Client(t testing.TB) *redis.Client {
 }
 
 // Prefix returns a random key prefix whose keys are deleted when t ends.
-func Prefix(t testing.TB, client *redis.Client) string {
+// client may be a single-node client or a *redis.ClusterClient; on a
+// cluster every master is scanned. client must still be open when t's
+// cleanups run (register Prefix after the client's own cleanup, as calling
+// it after Client or Cluster.Client does).
+func Prefix(t testing.TB, client redis.UniversalClient) string {
 	t.Helper()
 	prefix := "tusgate-test-" + rand.Text()
 	t.Cleanup(func() {
 		ctx := context.WithoutCancel(t.Context())
-		iter := client.Scan(ctx, 0, prefix+":*", 100).Iterator()
-		for iter.Next(ctx) {
-			if err := client.Del(ctx, iter.Val()).Err(); err != nil {
-				t.Errorf("clean up %s: %v", iter.Val(), err)
+		if cc, ok := client.(*redis.ClusterClient); ok {
+			err := cc.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error {
+				// DEL through the cluster client: it follows a slot
+				// that moved since the SCAN.
+				deleteMatching(ctx, t, node, cc, prefix)
+				return nil
+			})
+			if err != nil {
+				t.Errorf("clean up %s:* on every master: %v", prefix, err)
 			}
+			return
 		}
-		if err := iter.Err(); err != nil {
-			t.Errorf("clean up %s:*: %v", prefix, err)
-		}
+		deleteMatching(ctx, t, client, client, prefix)
 	})
 	return prefix
+}
+
+// deleteMatching deletes the keys that start with prefix+":" found by
+// SCAN on server, through client.
+func deleteMatching(ctx context.Context, t testing.TB, server, client redis.Cmdable, prefix string) {
+	iter := server.Scan(ctx, 0, prefix+":*", 100).Iterator()
+	for iter.Next(ctx) {
+		if err := client.Del(ctx, iter.Val()).Err(); err != nil {
+			t.Errorf("clean up %s: %v", iter.Val(), err)
+		}
+	}
+	if err := iter.Err(); err != nil {
+		t.Errorf("clean up %s:*: %v", prefix, err)
+	}
 }

@@ -21,7 +21,10 @@
 //
 // The hash tag puts both keys of an upload into one Redis Cluster slot (the
 // same slot as the state store's record of that upload), so each script below
-// touches a single slot.
+// touches a single slot. An id that starts with '}' would leave an empty hash
+// tag (Redis would then hash each whole key, and split the two keys), so such
+// ids, and ids that start with '%', are tagged {%<id>} instead; tusd passes
+// ids straight from request paths, so every id must work.
 //
 // # Protocol
 //
@@ -91,6 +94,24 @@
 //     unknowingly; Unlock's compare-and-delete may fail when Redis is
 //     unreachable, and the key then expires on its own.
 //   - Clients: a single node, Sentinel (failover client) and Cluster work.
-//     Classic Pub/Sub is used (PUBLISH is broadcast to every Cluster node).
 //     A Ring client is not supported: it shards channels.
+//
+// # Redis Cluster
+//
+// Each script's keys share the upload's hash tag, so each runs on the one
+// master that serves the upload's slot; go-redis routes it there and follows
+// MOVED and ASK redirections. Release requests use classic Pub/Sub, never
+// sharded Pub/Sub: a PUBLISH (here, from the acquire script on the upload's
+// master) is broadcast over the cluster bus to every node, so the shared
+// Pub/Sub connection of a Locker, which go-redis opens to the master of the
+// first channel it subscribed to, hears the requests for all its locks
+// whatever master serves them; later SUBSCRIBEs go on that same connection.
+// If that node goes away, the hub keeps retrying and go-redis reconnects to
+// the master of one of the subscribed channels and subscribes again;
+// requests published meanwhile are seen at the next renewal through the
+// request key. A master that is down blocks the locks in its slots
+// (Lock keeps retrying until its context ends; holders there lose their lock
+// after the expiry and are asked to release), not the others. A master that
+// restarts empty forgets its locks: two holders may then coexist until the
+// old one's next renewal finds its lock gone (at most one renew interval).
 package redislock

@@ -46,7 +46,8 @@ type options struct {
 }
 
 // WithPrefix sets the key and channel prefix (default DefaultPrefix). An
-// empty prefix keeps the default.
+// empty prefix keeps the default. On Redis Cluster the prefix must not
+// contain '{' or '}': it would change the keys' hash tags.
 func WithPrefix(prefix string) Option {
 	return func(o *options) {
 		if prefix != "" {
@@ -159,7 +160,7 @@ func (l *Locker) NewLock(id string) (handler.Lock, error) {
 	if id == "" {
 		return nil, errors.New("redislock: new lock: empty upload id")
 	}
-	tag := "{" + id + "}"
+	tag := "{" + hashTag(id) + "}"
 	return &lock{
 		locker:  l,
 		id:      id,
@@ -167,6 +168,18 @@ func (l *Locker) NewLock(id string) (handler.Lock, error) {
 		reqKey:  l.opts.prefix + ":lockreq:" + tag,
 		channel: l.opts.prefix + ":release:" + tag,
 	}, nil
+}
+
+// hashTag returns the text between the braces of id's keys: id itself,
+// unless it starts with '}' (the hash tag would be empty, so Redis Cluster
+// would hash each whole key and split an upload's keys over two slots) or
+// with '%', which then escapes it ("%" + id), keeping the mapping one to one.
+// tusd hands over ids taken from request paths, so any id must work.
+func hashTag(id string) string {
+	if id[0] == '}' || id[0] == '%' {
+		return "%" + id
+	}
+	return id
 }
 
 // lock is one handler.Lock: tusd makes one per request.

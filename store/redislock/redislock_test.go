@@ -18,11 +18,86 @@ import (
 	"github.com/tusgate/tusgate/store/redislock"
 )
 
-func newClient(t *testing.T) *redis.Client { return redistest.Client(t) }
+// backend makes clients of one Redis deployment: the shared test server, or
+// a Redis Cluster.
+type backend struct {
+	// newClient returns a new client, closed when t ends: one per
+	// simulated gateway process.
+	newClient func(t *testing.T) redis.UniversalClient
+	cluster   *redistest.Cluster // nil for the single server
+}
 
-func newPrefix(t *testing.T, client *redis.Client) string { return redistest.Prefix(t, client) }
+// singleNode is the shared test Redis server.
+func singleNode() backend {
+	return backend{newClient: func(t *testing.T) redis.UniversalClient { return redistest.Client(t) }}
+}
 
-func redisAddr() string { return redistest.Addr() }
+// clusterBackend is the Redis Cluster c.
+func clusterBackend(c *redistest.Cluster) backend {
+	return backend{
+		newClient: func(t *testing.T) redis.UniversalClient { return c.Client(t) },
+		cluster:   c,
+	}
+}
+
+func newPrefix(t *testing.T, client redis.UniversalClient) string { return redistest.Prefix(t, client) }
+
+// suiteTest is a test that runs on every backend.
+type suiteTest struct {
+	name string
+	fn   func(*testing.T, backend)
+}
+
+// suite lists the tests that run on every backend: each has a TestX for the
+// single server, and TestCluster runs them all on a cluster.
+func suite() []suiteTest {
+	return []suiteTest{
+		{"KeysAndUnlock", testKeysAndUnlock},
+		{"MutualExclusion", testMutualExclusion},
+		{"TakeoverFromDeadHolder", testTakeoverFromDeadHolder},
+		{"LostLockCallsRequestRelease", testLostLockCallsRequestRelease},
+		{"ReleaseRequestAcrossInstances", testReleaseRequestAcrossInstances},
+		{"RequestBeforeHolderSubscribed", testRequestBeforeHolderSubscribed},
+		{"RequestKeySeenAtRenewal", testRequestKeySeenAtRenewal},
+		{"GlobCharactersInIDs", testGlobCharactersInIDs},
+		{"OddIDs", testOddIDs},
+		{"LockTimeout", testLockTimeout},
+		{"ManyLocksShareOneSubscription", testManyLocksShareOneSubscription},
+		{"TusdPatchInterruptedByHeadOnOtherInstance", testTusdPatchInterruptedByHeadOnOtherInstance},
+	}
+}
+
+func TestKeysAndUnlock(t *testing.T) { testKeysAndUnlock(t, singleNode()) }
+
+func TestMutualExclusion(t *testing.T) { testMutualExclusion(t, singleNode()) }
+
+func TestTakeoverFromDeadHolder(t *testing.T) { testTakeoverFromDeadHolder(t, singleNode()) }
+
+func TestLostLockCallsRequestRelease(t *testing.T) { testLostLockCallsRequestRelease(t, singleNode()) }
+
+func TestReleaseRequestAcrossInstances(t *testing.T) {
+	testReleaseRequestAcrossInstances(t, singleNode())
+}
+
+func TestRequestBeforeHolderSubscribed(t *testing.T) {
+	testRequestBeforeHolderSubscribed(t, singleNode())
+}
+
+func TestRequestKeySeenAtRenewal(t *testing.T) { testRequestKeySeenAtRenewal(t, singleNode()) }
+
+func TestGlobCharactersInIDs(t *testing.T) { testGlobCharactersInIDs(t, singleNode()) }
+
+func TestOddIDs(t *testing.T) { testOddIDs(t, singleNode()) }
+
+func TestLockTimeout(t *testing.T) { testLockTimeout(t, singleNode()) }
+
+func TestManyLocksShareOneSubscription(t *testing.T) {
+	testManyLocksShareOneSubscription(t, singleNode())
+}
+
+func TestTusdPatchInterruptedByHeadOnOtherInstance(t *testing.T) {
+	testTusdPatchInterruptedByHeadOnOtherInstance(t, singleNode())
+}
 
 // checkNoLeaks fails t if, when t ends, a goroutine of package redislock is
 // still running after a grace period. Call it first in a test, so its
@@ -159,9 +234,9 @@ func waitSignal(t *testing.T, s *signal, timeout time.Duration, what string) {
 	}
 }
 
-func TestKeysAndUnlock(t *testing.T) {
+func testKeysAndUnlock(t *testing.T, b backend) {
 	checkNoLeaks(t)
-	client := newClient(t)
+	client := b.newClient(t)
 	prefix := newPrefix(t, client)
 	locker := redislock.New(client, redislock.WithPrefix(prefix), redislock.WithExpiry(2*time.Second))
 
@@ -189,20 +264,20 @@ func TestKeysAndUnlock(t *testing.T) {
 	}
 }
 
-func TestMutualExclusion(t *testing.T) {
+func testMutualExclusion(t *testing.T, b backend) {
 	checkNoLeaks(t)
 	const (
 		workers    = 8 // per instance
 		iterations = 20
 	)
-	admin := newClient(t)
+	admin := b.newClient(t)
 	prefix := newPrefix(t, admin)
 	counterKey := prefix + ":counter"
 	var holders, overlaps atomic.Int32
 
 	var wg sync.WaitGroup
 	for range 2 {
-		client := newClient(t)
+		client := b.newClient(t)
 		locker := redislock.New(client, redislock.WithPrefix(prefix),
 			redislock.WithPollInterval(time.Millisecond, 10*time.Millisecond))
 		for range workers {
@@ -254,10 +329,12 @@ func TestMutualExclusion(t *testing.T) {
 	}
 }
 
-func TestTakeoverFromDeadHolder(t *testing.T) {
+func testTakeoverFromDeadHolder(t *testing.T, b backend) {
 	checkNoLeaks(t)
-	const expiry = 500 * time.Millisecond
-	clientA, clientB := newClient(t), newClient(t)
+	// Each Redis call of a Locker is bounded by the renew interval
+	// (expiry/3): keep it well above the latency of a loaded test machine.
+	const expiry = time.Second
+	clientA, clientB := b.newClient(t), b.newClient(t)
 	prefix := newPrefix(t, clientB)
 	lockerA := redislock.New(clientA, redislock.WithPrefix(prefix), redislock.WithExpiry(expiry))
 	lockerB := redislock.New(clientB, redislock.WithPrefix(prefix), redislock.WithExpiry(expiry))
@@ -283,11 +360,12 @@ func TestTakeoverFromDeadHolder(t *testing.T) {
 	mustUnlock(t, lkB)
 }
 
-func TestLostLockCallsRequestRelease(t *testing.T) {
+func testLostLockCallsRequestRelease(t *testing.T, b backend) {
 	checkNoLeaks(t)
-	client := newClient(t)
+	client := b.newClient(t)
 	prefix := newPrefix(t, client)
-	locker := redislock.New(client, redislock.WithPrefix(prefix), redislock.WithExpiry(300*time.Millisecond))
+	// Renewal every 333ms; each Redis call is bounded by that too.
+	locker := redislock.New(client, redislock.WithPrefix(prefix), redislock.WithExpiry(time.Second))
 
 	lost := newSignal()
 	lk := mustLock(t, locker, "up", lost.fire)
@@ -303,7 +381,7 @@ func TestLostLockCallsRequestRelease(t *testing.T) {
 	}
 }
 
-func TestReleaseRequestAcrossInstances(t *testing.T) {
+func testReleaseRequestAcrossInstances(t *testing.T, b backend) {
 	tests := []struct {
 		name string
 		// unlockInCallback: the callback calls Unlock itself; otherwise the
@@ -316,7 +394,7 @@ func TestReleaseRequestAcrossInstances(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			checkNoLeaks(t)
-			clientA, clientB := newClient(t), newClient(t)
+			clientA, clientB := b.newClient(t), b.newClient(t)
 			prefix := newPrefix(t, clientB)
 			// The default expiry (10s) and renew interval (3.3s): a prompt
 			// acquisition can only come from the Pub/Sub request.
@@ -351,9 +429,9 @@ func TestReleaseRequestAcrossInstances(t *testing.T) {
 	}
 }
 
-func TestRequestBeforeHolderSubscribed(t *testing.T) {
+func testRequestBeforeHolderSubscribed(t *testing.T, b backend) {
 	checkNoLeaks(t)
-	clientA, clientB := newClient(t), newClient(t)
+	clientA, clientB := b.newClient(t), b.newClient(t)
 	prefix := newPrefix(t, clientB)
 	lockerA := redislock.New(clientA, redislock.WithPrefix(prefix))
 	lockerB := redislock.New(clientB, redislock.WithPrefix(prefix))
@@ -407,12 +485,12 @@ func TestRequestBeforeHolderSubscribed(t *testing.T) {
 	mustUnlock(t, res.lk)
 }
 
-func TestRequestKeySeenAtRenewal(t *testing.T) {
+func testRequestKeySeenAtRenewal(t *testing.T, b backend) {
 	checkNoLeaks(t)
-	client := newClient(t)
+	client := b.newClient(t)
 	prefix := newPrefix(t, client)
-	// Renewal every 100ms.
-	locker := redislock.New(client, redislock.WithPrefix(prefix), redislock.WithExpiry(300*time.Millisecond))
+	// Renewal every 333ms; each Redis call is bounded by that too.
+	locker := redislock.New(client, redislock.WithPrefix(prefix), redislock.WithExpiry(time.Second))
 
 	asked := newSignal()
 	lk := mustLock(t, locker, "up", asked.fire)
@@ -425,7 +503,7 @@ func TestRequestKeySeenAtRenewal(t *testing.T) {
 	waitSignal(t, asked, 2*time.Second, "requestRelease after a request seen at renewal")
 }
 
-func TestGlobCharactersInIDs(t *testing.T) {
+func testGlobCharactersInIDs(t *testing.T, b backend) {
 	tests := []struct {
 		id, sibling string // a PSUBSCRIBE on id would match sibling's channel
 	}{
@@ -440,7 +518,7 @@ func TestGlobCharactersInIDs(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.id, func(t *testing.T) {
 			checkNoLeaks(t)
-			clientA, clientB := newClient(t), newClient(t)
+			clientA, clientB := b.newClient(t), b.newClient(t)
 			prefix := newPrefix(t, clientB)
 			lockerA := redislock.New(clientA, redislock.WithPrefix(prefix))
 			lockerB := redislock.New(clientB, redislock.WithPrefix(prefix))
@@ -467,9 +545,9 @@ func TestGlobCharactersInIDs(t *testing.T) {
 	}
 }
 
-func TestLockTimeout(t *testing.T) {
+func testLockTimeout(t *testing.T, b backend) {
 	checkNoLeaks(t)
-	clientA, clientB := newClient(t), newClient(t)
+	clientA, clientB := b.newClient(t), b.newClient(t)
 	prefix := newPrefix(t, clientB)
 	lockerA := redislock.New(clientA, redislock.WithPrefix(prefix))
 	lockerB := redislock.New(clientB, redislock.WithPrefix(prefix))
@@ -499,9 +577,9 @@ func TestLockTimeout(t *testing.T) {
 			t.Fatalf("NewLock: %v", err)
 		}
 		const timeout = 300 * time.Millisecond
+		start := time.Now() // before the deadline is set
 		ctx, cancel := context.WithTimeout(t.Context(), timeout)
 		defer cancel()
-		start := time.Now()
 		err = lk.Lock(ctx, nil)
 		if !errors.Is(err, handler.ErrLockTimeout) {
 			t.Errorf("Lock on a held lock: got %v, want ErrLockTimeout", err)
@@ -520,10 +598,10 @@ func TestLockTimeout(t *testing.T) {
 	})
 }
 
-func TestManyLocksShareOneSubscription(t *testing.T) {
+func testManyLocksShareOneSubscription(t *testing.T, b backend) {
 	checkNoLeaks(t)
 	const locks = 20
-	clientA, clientB := newClient(t), newClient(t)
+	clientA, clientB := b.newClient(t), b.newClient(t)
 	prefix := newPrefix(t, clientB)
 	lockerA := redislock.New(clientA, redislock.WithPrefix(prefix))
 	lockerB := redislock.New(clientB, redislock.WithPrefix(prefix))
@@ -560,13 +638,42 @@ func TestManyLocksShareOneSubscription(t *testing.T) {
 	for i, id := range ids {
 		channels[i] = prefix + ":release:{" + id + "}"
 	}
-	subs, err := clientB.PubSubNumSub(t.Context(), channels...).Result()
-	if err != nil {
-		t.Fatalf("PUBSUB NUMSUB: %v", err)
-	}
+	subs := numSub(t, clientB, channels...)
 	for ch, n := range subs {
 		if n != 0 {
 			t.Errorf("subscribers of %s after every Unlock: got %d, want 0", ch, n)
 		}
 	}
+}
+
+// numSub returns the number of subscribers of each channel: on a cluster,
+// summed over the masters (each counts only its own connections).
+func numSub(t *testing.T, client redis.UniversalClient, channels ...string) map[string]int64 {
+	t.Helper()
+	cc, ok := client.(*redis.ClusterClient)
+	if !ok {
+		subs, err := client.PubSubNumSub(t.Context(), channels...).Result()
+		if err != nil {
+			t.Fatalf("PUBSUB NUMSUB: %v", err)
+		}
+		return subs
+	}
+	var mu sync.Mutex
+	total := make(map[string]int64)
+	err := cc.ForEachMaster(t.Context(), func(ctx context.Context, node *redis.Client) error {
+		subs, err := node.PubSubNumSub(ctx, channels...).Result()
+		if err != nil {
+			return err
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		for ch, n := range subs {
+			total[ch] += n
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("PUBSUB NUMSUB on every master: %v", err)
+	}
+	return total
 }

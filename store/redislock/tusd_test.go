@@ -41,13 +41,13 @@ func newTusServer(t *testing.T, dir string, locker *redislock.Locker) *httptest.
 	return srv
 }
 
-// TestTusdPatchInterruptedByHeadOnOtherInstance runs two tusd handlers on
+// testTusdPatchInterruptedByHeadOnOtherInstance runs two tusd handlers on
 // one upload directory, each with its own Locker and Redis client: a PATCH
 // stalled on A is interrupted by a HEAD on B, which answers with the offset.
-func TestTusdPatchInterruptedByHeadOnOtherInstance(t *testing.T) {
+func testTusdPatchInterruptedByHeadOnOtherInstance(t *testing.T, b backend) {
 	checkNoLeaks(t)
 	dir := t.TempDir()
-	clientA, clientB := newClient(t), newClient(t)
+	clientA, clientB := b.newClient(t), b.newClient(t)
 	prefix := newPrefix(t, clientB)
 	srvA := newTusServer(t, dir, redislock.New(clientA, redislock.WithPrefix(prefix)))
 	srvB := newTusServer(t, dir, redislock.New(clientB, redislock.WithPrefix(prefix)))

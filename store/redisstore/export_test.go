@@ -1,0 +1,4 @@
+package redisstore
+
+// Wrap exposes wrap to the tests of error classification.
+var Wrap = wrap
