@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -20,7 +19,11 @@ import (
 	"time"
 
 	"github.com/tusgate/tusgate/apivideo/apivideotest"
+	"github.com/tusgate/tusgate/gateway"
+	"github.com/tusgate/tusgate/internal/redistest"
+	"github.com/tusgate/tusgate/internal/s3test"
 	"github.com/tusgate/tusgate/internal/tusclient"
+	"github.com/tusgate/tusgate/store"
 	"github.com/tusgate/tusgate/store/redislock"
 	"github.com/tusgate/tusgate/store/redisstore"
 )
@@ -44,44 +47,112 @@ const scaleOutLockExpiry = redislock.DefaultExpiry
 // instance.
 func TestScaleOut(t *testing.T) {
 	t.Parallel()
-	c := startScaleOut(t, 3)
+	c := startScaleOut(t, 3, scaleOutOptions{})
 	t.Run("round robin", func(t *testing.T) { scaleOutRoundRobin(t, c) })
 	t.Run("lock handoff", func(t *testing.T) { scaleOutLockHandoff(t, c) })
 	t.Run("kill mid upload and mid forward", func(t *testing.T) { scaleOutKill(t, c) })
 }
 
-// scaleOutCluster is a set of gateway instances sharing one data directory
-// and one Redis database, forwarding to one emulator.
+// TestScaleOutS3 is TestScaleOut with the upload bytes in S3 (a gofakes3
+// server on loopback) instead of a shared directory: each instance has a
+// data directory of its own, for its temporary files only.
+func TestScaleOutS3(t *testing.T) {
+	t.Parallel()
+	c := startScaleOut(t, 3, scaleOutOptions{S3: true})
+	t.Run("part 1 forwarded while the PATCH runs", func(t *testing.T) { scaleOutLiveForward(t, c) })
+	t.Run("round robin", func(t *testing.T) { scaleOutRoundRobin(t, c) })
+	t.Run("lock handoff", func(t *testing.T) { scaleOutLockHandoff(t, c) })
+	t.Run("kill mid upload and mid forward", func(t *testing.T) { scaleOutKill(t, c) })
+}
+
+// TestScaleOutS3RedisCluster is TestScaleOutS3 on a Redis Cluster of three
+// masters (started by the test) instead of one Redis.
+func TestScaleOutS3RedisCluster(t *testing.T) {
+	t.Parallel()
+	c := startScaleOut(t, 3, scaleOutOptions{S3: true, RedisCluster: true})
+	t.Run("round robin", func(t *testing.T) { scaleOutRoundRobin(t, c) })
+	t.Run("kill mid upload and mid forward", func(t *testing.T) { scaleOutKill(t, c) })
+}
+
+// scaleOutOptions chooses the shared services of a scale-out test.
+type scaleOutOptions struct {
+	// S3 keeps the upload bytes in a loopback S3 server instead of a
+	// shared data directory.
+	S3 bool
+	// RedisCluster uses a 3-master Redis Cluster instead of one Redis.
+	RedisCluster bool
+}
+
+// scaleOutCluster is a set of gateway instances sharing one Redis (or Redis
+// Cluster) and one data store (a directory or an S3 bucket), forwarding to
+// one emulator.
 type scaleOutCluster struct {
 	emu      *apivideotest.Server
 	gws      []*gatewayProc
-	dataDir  string
 	redisURL string
+	cluster  bool
+	// bytes reads the shared data store as the instances do.
+	bytes gateway.Backend
 }
 
 // startScaleOut starts n instances (through startGateway, whose data dir,
 // store and instance id the arguments override).
-func startScaleOut(t *testing.T, n int) *scaleOutCluster {
+func startScaleOut(t *testing.T, n int, opts scaleOutOptions) *scaleOutCluster {
 	t.Helper()
-	c := &scaleOutCluster{
-		emu:      newEmulator(t),
-		dataDir:  t.TempDir(),
-		redisURL: "redis://" + redisAddr() + "/" + strconv.Itoa(claimRedisDB(t)),
+	c := &scaleOutCluster{emu: newEmulator(t), cluster: opts.RedisCluster}
+	var shared, env []string
+	if opts.RedisCluster {
+		c.redisURL = redistest.StartCluster(t, 3).URL()
+		shared = append(shared, "--redis-url", c.redisURL, "--redis-cluster")
+	} else {
+		c.redisURL = "redis://" + redisAddr() + "/" + strconv.Itoa(claimRedisDB(t))
+		shared = append(shared, "--redis-url", c.redisURL)
+	}
+	var dataDir string
+	if opts.S3 {
+		srv := s3test.Start(t)
+		shared = append(shared, "--s3-bucket", srv.Bucket(), "--s3-endpoint", srv.Endpoint(), "--s3-region", s3test.Region)
+		env = srv.Env()
+		c.bytes = s3Backend(t, srv)
+	} else {
+		dataDir = t.TempDir()
+		shared = append(shared, "--data-dir", dataDir)
+		be, err := gateway.NewDiskBackend(filepath.Join(dataDir, "uploads"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.bytes = be
 	}
 	run := strings.ToLower(rand.Text()[:6])
 	for i := range n {
 		id := fmt.Sprintf("scaleout-%s-%c", run, 'a'+i)
-		gw := startGateway(t, c.emu, gatewayOptions{Store: "embedded", Args: []string{
-			"--data-dir", c.dataDir,
-			"--redis-url", c.redisURL,
+		gw := startGateway(t, c.emu, gatewayOptions{Store: "embedded", Env: env, Args: append(slices.Clone(shared),
 			"--instance-id", id,
 			"--lease-duration", scaleOutLease.String(),
 			"--part-size", "5MiB",
-		}})
-		gw.DataDir, gw.InstanceID = c.dataDir, id
+		)})
+		gw.InstanceID = id
+		if dataDir != "" {
+			gw.DataDir = dataDir
+		}
 		c.gws = append(c.gws, gw)
 	}
 	return c
+}
+
+// openStore opens the instances' state store.
+func (c *scaleOutCluster) openStore(t *testing.T) *redisstore.Store {
+	t.Helper()
+	open := redisstore.Open
+	if c.cluster {
+		open = redisstore.OpenCluster
+	}
+	rs, err := open(t.Context(), c.redisURL, "")
+	if err != nil {
+		t.Fatalf("open the Redis store: %v", err)
+	}
+	t.Cleanup(func() { rs.Close() })
+	return rs
 }
 
 // gw returns instance i (modulo the number of instances).
@@ -175,18 +246,19 @@ func scaleOutDelivered(gw *gatewayProc, id string) (parts []int, upload bool) {
 	return parts, upload
 }
 
-// scaleOutFileSize returns the size of upload id's data file in the shared
-// data directory, or -1 when it does not exist.
-func scaleOutFileSize(t *testing.T, c *scaleOutCluster, id string) int64 {
+// stored returns how many bytes of upload id the shared data store holds
+// (read without tusd, so no running PATCH is interrupted), or -1 when it has
+// none.
+func (c *scaleOutCluster) stored(t *testing.T, id string) int64 {
 	t.Helper()
-	fi, err := os.Stat(filepath.Join(c.dataDir, "uploads", id))
-	if errors.Is(err, os.ErrNotExist) {
+	n, err := c.bytes.Offset(t.Context(), id)
+	if errors.Is(err, store.ErrNotFound) {
 		return -1
 	}
 	if err != nil {
-		t.Fatalf("stat the data file of upload %s: %v", id, err)
+		t.Fatalf("offset of upload %s in the shared data store: %v", id, err)
 	}
-	return fi.Size()
+	return n
 }
 
 // errScaleOutStalled is the body error of a stalled PATCH the client gives
@@ -306,9 +378,51 @@ func scaleOutRoundRobin(t *testing.T, c *scaleOutCluster) {
 	}
 }
 
+// One PATCH for the whole upload, stalled after part 1's bytes: api.video
+// accepts part 1 while the PATCH is still open (tusd's S3 store alone could
+// not read the upload before it is finished). The client then resumes on
+// another instance.
+func scaleOutLiveForward(t *testing.T, c *scaleOutCluster) {
+	token := c.emu.CreateToken(time.Hour)
+	data := testData(905, 12*mib)
+	size := int64(len(data))
+	u := create(t, c.gw(0), size, meta(token))
+	id := uploadID(t, u)
+
+	gate := newGate(t)
+	done := c.stalledPatch(t, 0, u, data, 0, 5*mib, gate)
+	waitFor(t, "api.video to accept part 1 while the PATCH runs", func() bool {
+		for _, r := range partRequests(c.emu, token, 1) {
+			if r.Accepted {
+				return true
+			}
+		}
+		return false
+	})
+	select {
+	case r := <-done:
+		t.Fatalf("the PATCH ended (%v) before part 1 was accepted: the test proves nothing", r.err)
+	default:
+	}
+	gate.open()
+	scaleOutAwaitPatch(t, done, "live forward")
+
+	info, err := c.gw(1).Tus.Head(t.Context(), c.on(t, 1, u))
+	if err != nil {
+		t.Fatalf("HEAD on instance B: %v", err)
+	}
+	if info.Offset != 5*mib {
+		t.Errorf("offset after the stalled PATCH: got %d, want %d", info.Offset, 5*mib)
+	}
+	patchRange(t, c.gw(1), c.on(t, 1, u), data, info.Offset, size, 4*mib)
+	st, _ := waitDelivered(t, c.gw(2), id)
+	checkDelivered(t, c.emu, token, data, st)
+}
+
 // A PATCH stalled mid-body on instance A yields at once to a HEAD for the
 // same upload on instance B, which answers with the offset A reached; the
-// client resumes on B.
+// client resumes on B. The stall comes at a part boundary, where the S3
+// backend commits (on disk every byte is durable at once).
 func scaleOutLockHandoff(t *testing.T, c *scaleOutCluster) {
 	const a, b = 0, 1
 	token := c.emu.CreateToken(time.Hour)
@@ -318,8 +432,9 @@ func scaleOutLockHandoff(t *testing.T, c *scaleOutCluster) {
 	id := uploadID(t, u)
 
 	gate := newGate(t)
-	done := c.stalledPatch(t, a, u, data, 0, 6*mib, gate)
-	waitFor(t, "instance A to write the 6 MiB sent", func() bool { return scaleOutFileSize(t, c, id) == 6*mib })
+	const sent = 5 * mib
+	done := c.stalledPatch(t, a, u, data, 0, sent, gate)
+	waitFor(t, "instance A to store the 5 MiB sent", func() bool { return c.stored(t, id) == sent })
 
 	asked := time.Now()
 	info, err := c.gw(b).Tus.Head(t.Context(), c.on(t, b, u))
@@ -331,8 +446,8 @@ func scaleOutLockHandoff(t *testing.T, c *scaleOutCluster) {
 	if err != nil {
 		t.Fatalf("HEAD on instance B during the stalled PATCH on A: %v", err)
 	}
-	if info.Offset != 6*mib {
-		t.Errorf("offset from B: got %d, want %d (every byte A received)", info.Offset, 6*mib)
+	if info.Offset != sent {
+		t.Errorf("offset from B: got %d, want %d (every byte A received)", info.Offset, sent)
 	}
 	if limit := scaleOutLockExpiry / 4; headTook > limit || patchTook > limit {
 		t.Errorf("handoff: HEAD on B took %v and the PATCH on A ended after %v, want both under %v (the lock expiry is %v)", headTook, patchTook, limit, scaleOutLockExpiry)
@@ -378,12 +493,7 @@ func scaleOutKill(t *testing.T, c *scaleOutCluster) {
 	waitFor(t, "part 2 to reach api.video", held.Load)
 
 	// A is whichever instance holds the lease of part 2.
-	rs, err := redisstore.Open(t.Context(), c.redisURL, "")
-	if err != nil {
-		t.Fatalf("open the Redis store: %v", err)
-	}
-	defer rs.Close()
-	rec, err := rs.Get(t.Context(), id)
+	rec, err := c.openStore(t).Get(t.Context(), id)
 	if err != nil {
 		t.Fatalf("get the record of upload %s: %v", id, err)
 	}
@@ -394,8 +504,10 @@ func scaleOutKill(t *testing.T, c *scaleOutCluster) {
 	A, B, C := c.gw(a), c.gw(a+1), c.gw(a+2)
 	t.Logf("instance A (sending part 2): %s", A.InstanceID)
 
-	done := c.stalledPatch(t, a, u, data, 11*mib, 2*mib, gate)
-	waitFor(t, "instance A to write the 13 MiB sent", func() bool { return scaleOutFileSize(t, c, id) == 13*mib })
+	// The stall comes at a part boundary, where the S3 backend commits.
+	const reached = 15 * mib
+	done := c.stalledPatch(t, a, u, data, 11*mib, reached-11*mib, gate)
+	waitFor(t, "instance A to store the 15 MiB sent", func() bool { return c.stored(t, id) == reached })
 	killed := time.Now()
 	A.Kill()
 	// The client notices nothing until it writes again: unblock its body
@@ -413,8 +525,8 @@ func scaleOutKill(t *testing.T, c *scaleOutCluster) {
 	if err != nil {
 		t.Fatalf("HEAD on instance B after the kill: %v", err)
 	}
-	if info.Offset != 13*mib {
-		t.Errorf("offset from B after the kill: got %d, want %d (every byte A wrote)", info.Offset, 13*mib)
+	if info.Offset != reached {
+		t.Errorf("offset from B after the kill: got %d, want %d (every byte A stored)", info.Offset, reached)
 	}
 	patchRange(t, B, c.on(t, a+1, u), data, info.Offset, size, mib)
 	st, raw := waitDelivered(t, C, id)

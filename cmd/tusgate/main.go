@@ -28,6 +28,7 @@ import (
 	"github.com/tusgate/tusgate/config"
 	"github.com/tusgate/tusgate/forwarder"
 	"github.com/tusgate/tusgate/gateway"
+	"github.com/tusgate/tusgate/gateway/s3data"
 	"github.com/tusgate/tusgate/store"
 	"github.com/tusgate/tusgate/store/boltstore"
 	"github.com/tusgate/tusgate/store/redislock"
@@ -76,8 +77,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	defer st.Close()
 
+	be, err := openBackend(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if s3, ok := be.(*s3data.Store); ok {
+		s3.RegisterMetrics(reg)
+	}
 	client := apivideo.New(cfg.APIVideoURL, apivideo.WithVersion(version), apivideo.WithAPIKey(cfg.APIVideoAPIKey))
 	var tokens gateway.TokenInspector
 	if cfg.APIVideoAPIKey != "" {
@@ -86,6 +95,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	var fwd *forwarder.Forwarder
 	gw, err := gateway.New(gateway.Config{
 		BasePath:         cfg.BasePath,
+		Backend:          be,
 		DataDir:          filepath.Join(cfg.DataDir, "uploads"),
 		MaxSize:          cfg.MaxSize,
 		Plan:             store.Plan{FirstPartSize: store.MinPartSize, PartSize: cfg.PartSize},
@@ -226,7 +236,11 @@ func (f notifyFunc) Notify(id string) { f(id) }
 // locker on the same connections (nil: the gateway's in-process locker).
 func openStore(ctx context.Context, cfg config.Config, log *zap.Logger) (store.Store, handler.Locker, error) {
 	if cfg.RedisURL != "" {
-		st, err := redisstore.Open(ctx, cfg.RedisURL, redisstore.DefaultPrefix)
+		open := redisstore.Open
+		if cfg.RedisCluster {
+			open = redisstore.OpenCluster
+		}
+		st, err := open(ctx, cfg.RedisURL, redisstore.DefaultPrefix)
 		if err != nil {
 			return nil, nil, fmt.Errorf("--redis-url: %w", err)
 		}
@@ -237,6 +251,31 @@ func openStore(ctx context.Context, cfg config.Config, log *zap.Logger) (store.S
 		return nil, nil, fmt.Errorf("--data-dir %s: %w", cfg.DataDir, err)
 	}
 	return st, nil, nil
+}
+
+// openBackend returns the S3 backend with --s3-bucket, else nil (the
+// gateway's disk store in --data-dir).
+func openBackend(ctx context.Context, cfg config.Config, log *zap.Logger) (gateway.Backend, error) {
+	if cfg.S3Bucket == "" {
+		return nil, nil
+	}
+	tmp := filepath.Join(cfg.DataDir, "s3-tmp")
+	if err := os.MkdirAll(tmp, 0o750); err != nil {
+		return nil, fmt.Errorf("--data-dir %s: %w", cfg.DataDir, err)
+	}
+	be, err := s3data.New(ctx, s3data.Config{
+		Bucket:            cfg.S3Bucket,
+		Endpoint:          cfg.S3Endpoint,
+		Region:            cfg.S3Region,
+		Prefix:            cfg.S3Prefix,
+		PreferredPartSize: cfg.PartSize,
+		TempDir:           tmp,
+		Logger:            log.Named("s3"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("--s3-bucket %s: %w", cfg.S3Bucket, err)
+	}
+	return be, nil
 }
 
 // watchStore pings the state store every few seconds and logs when it
