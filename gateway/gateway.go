@@ -136,6 +136,9 @@ type Config struct {
 	// before its status reports "stalled": true. A stalled upload stays
 	// resumable. Default (0) 1m.
 	IdleTimeout time.Duration
+	// EventsInterval is how often GET /uploads/{id}/events checks the
+	// upload's status for changes. Default 500ms.
+	EventsInterval time.Duration
 	// UploadExpiry is how long an incomplete upload may go without a new
 	// byte (measured as for IdleTimeout) before it expires (tus expiration
 	// extension): responses to POST, PATCH and HEAD of an incomplete upload
@@ -185,6 +188,9 @@ type Config struct {
 // withDefaults returns c with defaults filled in, or an error listing every
 // invalid setting.
 func (c Config) withDefaults() (Config, error) {
+	if c.EventsInterval <= 0 {
+		c.EventsInterval = defaultEventsInterval
+	}
 	if c.Locker == nil {
 		c.Locker = memorylocker.New()
 	}
@@ -451,6 +457,8 @@ func (g *Gateway) routes() http.Handler {
 	mux.Handle(strings.TrimSuffix(base, "/"), http.StripPrefix(strings.TrimSuffix(base, "/"), tus))
 	mux.HandleFunc("GET /uploads/{id}", g.handleStatus)
 	mux.HandleFunc("OPTIONS /uploads/{id}", g.handleStatusPreflight)
+	mux.HandleFunc("GET /uploads/{id}/events", g.handleEvents)
+	mux.HandleFunc("OPTIONS /uploads/{id}/events", g.handleStatusPreflight)
 	mux.HandleFunc("GET /healthz", g.handleHealthz)
 	mux.HandleFunc("GET /readyz", g.handleReadyz)
 	if g.cfg.Gatherer != nil {

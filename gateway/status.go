@@ -156,27 +156,48 @@ func (g *Gateway) handleStatus(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusForbidden, jsonError{jsonErrorBody{"origin_not_allowed", "request origin is not allowed"}})
 		return
 	}
-	id := r.PathValue("id")
-	notFound := jsonError{jsonErrorBody{"not_found", "upload not found"}}
-	if id == "" || len(id) > 128 {
-		writeJSON(w, http.StatusNotFound, notFound)
+	s, err := g.loadStatus(r.Context(), r.PathValue("id"))
+	if err != nil {
+		writeStatusError(w, err)
 		return
 	}
-	u, err := g.st.Get(r.Context(), id)
+	writeJSON(w, http.StatusOK, s)
+}
+
+// errStatusNotFound is loadStatus's error for an unknown upload.
+var errStatusNotFound = errors.New("upload not found")
+
+// loadStatus reads the status of upload id from the state store (and this
+// process's live offset). The error is errStatusNotFound or a state-store
+// failure (logged).
+func (g *Gateway) loadStatus(ctx context.Context, id string) (Status, error) {
+	if id == "" || len(id) > 128 {
+		return Status{}, errStatusNotFound
+	}
+	u, err := g.st.Get(ctx, id)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		writeJSON(w, http.StatusNotFound, notFound)
-		return
+		return Status{}, errStatusNotFound
 	case err != nil:
-		g.log.Error("status: read upload record", zap.String("id", id), zap.Error(err))
-		w.Header().Set("Retry-After", storeRetryAfter)
-		writeJSON(w, http.StatusServiceUnavailable, jsonError{jsonErrorBody{"unavailable", "state store unavailable, retry later"}})
-		return
+		if ctx.Err() == nil {
+			g.log.Error("status: read upload record", zap.String("id", id), zap.Error(err))
+		}
+		return Status{}, err
 	}
 	live, hasLive := g.liveOffset(id)
 	s := newStatus(u, live, hasLive)
-	s.Stalled = g.stalled(r.Context(), u, g.cfg.Now())
-	writeJSON(w, http.StatusOK, s)
+	s.Stalled = g.stalled(ctx, u, g.cfg.Now())
+	return s, nil
+}
+
+// writeStatusError answers a loadStatus error: 404, or 503 with Retry-After.
+func writeStatusError(w http.ResponseWriter, err error) {
+	if errors.Is(err, errStatusNotFound) {
+		writeJSON(w, http.StatusNotFound, jsonError{jsonErrorBody{"not_found", "upload not found"}})
+		return
+	}
+	w.Header().Set("Retry-After", storeRetryAfter)
+	writeJSON(w, http.StatusServiceUnavailable, jsonError{jsonErrorBody{"unavailable", "state store unavailable, retry later"}})
 }
 
 // handleHealthz reports that the process is up.
