@@ -133,7 +133,7 @@ func (g *Gateway) tusGuard(next http.Handler) http.Handler {
 			}
 			c, err := g.checkCreation(r)
 			if err != nil {
-				g.log.Info("upload creation refused", zap.String("reason", err.Error()))
+				g.logger(r.Context()).Info("upload creation refused", zap.String("reason", err.Error()))
 				writeTusError(w, r, err)
 				return
 			}
@@ -151,7 +151,7 @@ func (g *Gateway) tusGuard(next http.Handler) http.Handler {
 			rec, err := g.st.Get(r.Context(), id)
 			if err != nil {
 				if !errors.Is(err, store.ErrNotFound) {
-					g.log.Error("read upload record", zap.String("id", id), zap.Error(err))
+					g.logger(r.Context()).Error("read upload record", zap.String("id", id), zap.Error(err))
 				}
 				writeTusError(w, r, storeError(err))
 				return
@@ -384,7 +384,7 @@ func (g *Gateway) tokenDeadline(ctx context.Context, tok, exp string, hasExp boo
 	case errors.Is(err, ErrUnknownToken):
 		return time.Time{}, errTokenUnknown
 	case err != nil:
-		g.log.Warn("upload creation: token lookup failed", zap.String("error", redact(err.Error(), tok)))
+		g.logger(ctx).Warn("upload creation: token lookup failed", zap.String("error", redact(err.Error(), tok)))
 		return time.Time{}, errTokenLookup()
 	}
 	return deadline, nil
@@ -434,7 +434,7 @@ func (g *Gateway) failMissedDeadline(ctx context.Context, rec *store.Upload) (*s
 	switch {
 	case err == nil:
 		g.forget(rec.ID)
-		g.log.Warn("upload failed: token deadline passed before part 1", zap.String("id", rec.ID),
+		g.logger(ctx).Warn("upload failed: token deadline passed before part 1", zap.String("id", rec.ID),
 			zap.Time("tokenDeadline", saved.TokenDeadline))
 		g.n.Notify(rec.ID)
 		return nil, *stateError(saved)
@@ -449,7 +449,7 @@ func (g *Gateway) failMissedDeadline(ctx context.Context, rec *store.Upload) (*s
 		return cur, nil
 	default:
 		if !errors.Is(err, store.ErrNotFound) {
-			g.log.Error("fail upload past its token deadline", zap.String("id", rec.ID), zap.Error(err))
+			g.logger(ctx).Error("fail upload past its token deadline", zap.String("id", rec.ID), zap.Error(err))
 		}
 		return nil, storeError(err)
 	}
@@ -577,12 +577,12 @@ func newID() (string, error) {
 func (g *Gateway) preCreate(hook handler.HookEvent) (handler.HTTPResponse, handler.FileInfoChanges, error) {
 	rs := requestStateFrom(hook.Context)
 	if rs == nil || rs.creation == nil {
-		g.log.Error("creation reached tusd without validation")
+		g.logger(hook.Context).Error("creation reached tusd without validation")
 		return handler.HTTPResponse{}, handler.FileInfoChanges{}, errInternal
 	}
 	id, err := newID()
 	if err != nil {
-		g.log.Error("new upload id", zap.Error(err))
+		g.logger(hook.Context).Error("new upload id", zap.Error(err))
 		return handler.HTTPResponse{}, handler.FileInfoChanges{}, errInternal
 	}
 	return handler.HTTPResponse{}, handler.FileInfoChanges{ID: id, MetaData: rs.creation.kept}, nil

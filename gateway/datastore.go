@@ -111,7 +111,7 @@ func (g *Gateway) reconcileReceived(ctx context.Context, id string, fileSize int
 			lu.recorded.Store(saved.Received)
 		}
 	}
-	g.log.Info("recorded bytes found in the data file", zap.String("id", id),
+	g.logger(ctx).Info("recorded bytes found in the data file", zap.String("id", id),
 		zap.Int64("received", saved.Received), zap.Bool("complete", saved.Complete))
 	g.n.Notify(id)
 	return saved, before, nil
@@ -130,7 +130,7 @@ func (g *Gateway) liveFor(ctx context.Context, id string) (*liveUpload, error) {
 		var err error
 		if rec, err = g.st.Get(ctx, id); err != nil {
 			if !errors.Is(err, store.ErrNotFound) {
-				g.log.Error("read upload record", zap.String("id", id), zap.Error(err))
+				g.logger(ctx).Error("read upload record", zap.String("id", id), zap.Error(err))
 			}
 			return nil, storeError(err)
 		}
@@ -202,7 +202,7 @@ func (d *dataStore) NewUpload(ctx context.Context, info handler.FileInfo) (handl
 	g := d.g
 	rs := requestStateFrom(ctx)
 	if rs == nil || rs.creation == nil || info.ID == "" {
-		g.log.Error("upload creation without a validated request")
+		g.logger(ctx).Error("upload creation without a validated request")
 		return nil, errInternal
 	}
 	c := rs.creation
@@ -210,13 +210,13 @@ func (d *dataStore) NewUpload(ctx context.Context, info handler.FileInfo) (handl
 	if err != nil {
 		// A full disk can leave an empty or cut-short .info file behind.
 		if rerr := g.be.Remove(context.WithoutCancel(ctx), info.ID); rerr != nil {
-			g.log.Error("remove half-created upload", zap.String("id", info.ID), zap.Error(rerr))
+			g.logger(ctx).Error("remove half-created upload", zap.String("id", info.ID), zap.Error(rerr))
 		}
 		if isDiskFull(err) {
-			g.log.Warn("create upload file: disk full", zap.String("id", info.ID), zap.Error(err))
+			g.logger(ctx).Warn("create upload file: disk full", zap.String("id", info.ID), zap.Error(err))
 			return nil, errDiskFull()
 		}
-		g.log.Error("create upload file", zap.String("id", info.ID), zap.Error(err))
+		g.logger(ctx).Error("create upload file", zap.String("id", info.ID), zap.Error(err))
 		return nil, errDataStore()
 	}
 	now := g.cfg.Now()
@@ -239,13 +239,14 @@ func (d *dataStore) NewUpload(ctx context.Context, info handler.FileInfo) (handl
 		rec.Metadata = c.extra
 	}
 	if err := g.st.Create(ctx, rec); err != nil {
-		g.log.Error("create upload record", zap.String("id", info.ID), zap.Error(err))
+		g.logger(ctx).Error("create upload record", zap.String("id", info.ID), zap.Error(err))
 		if terr := g.be.AsTerminatableUpload(up).Terminate(ctx); terr != nil {
-			g.log.Error("remove upload file after failed record creation", zap.String("id", info.ID), zap.Error(terr))
+			g.logger(ctx).Error("remove upload file after failed record creation", zap.String("id", info.ID), zap.Error(terr))
 		}
 		return nil, errStoreUnavailable()
 	}
-	g.log.Info("upload created", zap.String("id", info.ID), zap.Int64("size", info.Size),
+	g.metrics.uploads.WithLabelValues("created").Inc()
+	g.logger(ctx).Info("upload created", zap.String("id", info.ID), zap.Int64("size", info.Size),
 		zap.Bool("sizeDeferred", info.SizeIsDeferred), zap.Bool("token", c.token != ""), zap.Bool("managed", c.managed))
 	g.live.Store(info.ID, &liveUpload{plan: rec.Plan})
 	if rs.reserved {
@@ -270,7 +271,7 @@ func (d *dataStore) GetUpload(ctx context.Context, id string) (handler.Upload, e
 		if errors.Is(err, handler.ErrNotFound) {
 			return nil, handler.ErrNotFound
 		}
-		g.log.Error("open upload", zap.String("id", id), zap.Error(err))
+		g.logger(ctx).Error("open upload", zap.String("id", id), zap.Error(err))
 		return nil, errDataStore()
 	}
 	u := &upload{g: g, id: id, inner: up}
@@ -321,7 +322,7 @@ var _ handler.Upload = (*upload)(nil)
 func (u *upload) GetInfo(ctx context.Context) (handler.FileInfo, error) {
 	info, err := u.inner.GetInfo(ctx)
 	if err != nil {
-		u.g.log.Error("read upload info", zap.String("id", u.id), zap.Error(err))
+		u.g.logger(ctx).Error("read upload info", zap.String("id", u.id), zap.Error(err))
 		return handler.FileInfo{}, errDataStore()
 	}
 	return info, nil
@@ -331,7 +332,7 @@ func (u *upload) GetInfo(ctx context.Context) (handler.FileInfo, error) {
 func (u *upload) GetReader(ctx context.Context) (io.ReadCloser, error) {
 	rc, err := u.inner.GetReader(ctx)
 	if err != nil {
-		u.g.log.Error("open upload data", zap.String("id", u.id), zap.Error(err))
+		u.g.logger(ctx).Error("open upload data", zap.String("id", u.id), zap.Error(err))
 		return nil, errDataStore()
 	}
 	return rc, nil
@@ -459,7 +460,7 @@ func (u *upload) writeParts(ctx context.Context, lu *liveUpload, info handler.Fi
 // FinishUpload records the completion: every byte is in the data store.
 func (u *upload) FinishUpload(ctx context.Context) error {
 	if err := u.inner.FinishUpload(ctx); err != nil {
-		u.g.log.Error("finish upload", zap.String("id", u.id), zap.Error(err))
+		u.g.logger(ctx).Error("finish upload", zap.String("id", u.id), zap.Error(err))
 		return errDataStore()
 	}
 	info, err := u.GetInfo(ctx)
@@ -474,7 +475,8 @@ func (u *upload) FinishUpload(ctx context.Context) error {
 	if rs := requestStateFrom(ctx); rs != nil && rs.header != nil {
 		rs.header.Del(headerUploadExpires)
 	}
-	u.g.log.Info("upload received", zap.String("id", u.id), zap.Int64("size", info.Size))
+	u.g.metrics.uploads.WithLabelValues("received").Inc()
+	u.g.logger(ctx).Info("upload received", zap.String("id", u.id), zap.Int64("size", info.Size))
 	return nil
 }
 
@@ -628,17 +630,18 @@ func (t terminatable) Terminate(ctx context.Context) error {
 		// Terminated now, no record, or delivered / already terminated:
 		// in every case the bytes can go.
 	default:
-		g.log.Error("terminate upload record", zap.String("id", u.id), zap.Error(err))
+		g.logger(ctx).Error("terminate upload record", zap.String("id", u.id), zap.Error(err))
 		return errStoreUnavailable()
 	}
 	g.forget(u.id)
 	if terr := g.be.AsTerminatableUpload(u.inner).Terminate(ctx); terr != nil {
-		g.log.Error("remove upload file", zap.String("id", u.id), zap.Error(terr))
+		g.logger(ctx).Error("remove upload file", zap.String("id", u.id), zap.Error(terr))
 		return errDataStore()
 	}
 	if err == nil {
 		g.n.Notify(u.id)
-		g.log.Info("upload terminated", zap.String("id", u.id))
+		g.metrics.uploads.WithLabelValues("terminated").Inc()
+		g.logger(ctx).Info("upload terminated", zap.String("id", u.id))
 	}
 	return nil
 }
@@ -674,10 +677,10 @@ func (l lengthDeclarable) DeclareLength(ctx context.Context, length int64) error
 	}
 	if err := g.be.AsLengthDeclarableUpload(u.inner).DeclareLength(ctx, length); err != nil {
 		if isDiskFull(err) {
-			g.log.Warn("declare upload length: disk full", zap.String("id", u.id), zap.Error(err))
+			g.logger(ctx).Warn("declare upload length: disk full", zap.String("id", u.id), zap.Error(err))
 			return errDiskFull()
 		}
-		g.log.Error("declare upload length", zap.String("id", u.id), zap.Error(err))
+		g.logger(ctx).Error("declare upload length", zap.String("id", u.id), zap.Error(err))
 		return errDataStore()
 	}
 	g.n.Notify(u.id)

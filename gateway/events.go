@@ -61,7 +61,7 @@ func (g *Gateway) handleEvents(w http.ResponseWriter, r *http.Request) {
 	for {
 		data, err := json.Marshal(s)
 		if err != nil {
-			g.log.Error("events: encode status", zap.String("id", id), zap.Error(err))
+			g.logger(ctx).Error("events: encode status", zap.String("id", id), zap.Error(err))
 			return
 		}
 		if !bytes.Equal(data, last) {

@@ -315,6 +315,7 @@ type Gateway struct {
 	n       Notifier
 	log     *zap.Logger
 	be      Backend
+	metrics *httpMetrics
 	tus     *handler.UnroutedHandler
 	locker  handler.Locker
 	// releases orders lock release requests after WriteChunk starts (a
@@ -361,6 +362,7 @@ func New(cfg Config, st store.Store, n Notifier) (*Gateway, error) {
 		n:        n,
 		log:      cfg.Logger,
 		be:       be,
+		metrics:  newHTTPMetrics(),
 		locker:   cfg.Locker,
 		releases: newReleaseGate(),
 		open:     newOpenUploads(cfg.MaxOpenUploadsPerClient),
@@ -395,6 +397,9 @@ func New(cfg Config, st store.Store, n Notifier) (*Gateway, error) {
 		return nil, fmt.Errorf("gateway: tusd handler: %w", err)
 	}
 	if cfg.Registerer != nil {
+		if err := g.metrics.register(cfg.Registerer); err != nil {
+			return nil, fmt.Errorf("gateway: register metrics: %w", err)
+		}
 		if err := cfg.Registerer.Register(prometheuscollector.New(g.tus.Metrics)); err != nil {
 			return nil, fmt.Errorf("gateway: register tusd metrics: %w", err)
 		}
@@ -467,7 +472,7 @@ func (g *Gateway) routes() http.Handler {
 			ErrorHandling: promhttp.ContinueOnError,
 		}))
 	}
-	return mux
+	return g.observe(mux)
 }
 
 // tusRouter dispatches tus requests (after tusd's Middleware and tusGuard)

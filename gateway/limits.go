@@ -141,7 +141,7 @@ func (g *Gateway) reserveOpen(ctx context.Context, key string) error {
 			g.open.release(id)
 		case err != nil:
 			// The store is failing: keep counting what is known.
-			g.log.Warn("open uploads: read upload record", zap.String("id", id), zap.Error(err))
+			g.logger(ctx).Warn("open uploads: read upload record", zap.String("id", id), zap.Error(err))
 			return errTooManyOpen(g.cfg.MaxOpenUploadsPerClient)
 		case u.Complete, u.State.Terminal(), g.expired(ctx, u, now):
 			g.open.release(id)
@@ -150,7 +150,7 @@ func (g *Gateway) reserveOpen(ctx context.Context, key string) error {
 	if g.open.reserve(key) {
 		return nil
 	}
-	g.log.Info("upload creation refused: too many open uploads", zap.String("client", key),
+	g.logger(ctx).Info("upload creation refused: too many open uploads", zap.String("client", key),
 		zap.Int("limit", g.cfg.MaxOpenUploadsPerClient))
 	return errTooManyOpen(g.cfg.MaxOpenUploadsPerClient)
 }

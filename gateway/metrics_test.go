@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"bytes"
+	"encoding/base64"
 	"net/http"
 	"strings"
 	"testing"
@@ -33,6 +34,11 @@ func TestMetrics(t *testing.T) {
 		"tusd_bytes_received 3",
 		`tusd_requests_total{method="POST"} 1`,
 		"tusgate_test_marker_total 7",
+		`tusgate_http_requests_total{code="201",method="POST",route="tus"} 1`,
+		`tusgate_http_requests_total{code="204",method="PATCH",route="tus"} 1`,
+		`tusgate_uploads_total{event="created"} 1`,
+		`tusgate_uploads_total{event="received"} 1`,
+		`tusgate_http_request_duration_seconds_count{method="PATCH",route="tus"} 1`,
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("GET /metrics: body lacks %q:\n%s", want, body)
@@ -40,7 +46,7 @@ func TestMetrics(t *testing.T) {
 	}
 
 	// A second gateway cannot register tusd's collector on the same registry.
-	if _, err := gateway.New(gateway.Config{DataDir: t.TempDir(), Plan: testPlan, Registerer: reg}, h.st, h.n); err == nil || !strings.Contains(err.Error(), "register tusd metrics") {
+	if _, err := gateway.New(gateway.Config{DataDir: t.TempDir(), Plan: testPlan, Registerer: reg}, h.st, h.n); err == nil || !strings.Contains(err.Error(), "register") {
 		t.Errorf("New with tusd's collector already registered: got %v, want a registration error", err)
 	}
 }
@@ -97,5 +103,33 @@ func TestTusdLogLevels(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// Every response carries a request id: the client's when sane, else a new
+// one; the log lines of the request carry it too.
+func TestRequestID(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, nil)
+	resp, _ := h.do(t, http.MethodPost, h.endpoint, map[string]string{
+		"Tus-Resumable": "1.0.0", "Upload-Length": "3", "X-Request-ID": "req-42.a_b:c",
+		"Upload-Metadata": "filename " + base64.StdEncoding.EncodeToString([]byte("a.mp4")),
+	}, nil)
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("POST: %d", resp.StatusCode)
+	}
+	if got := resp.Header.Get("X-Request-ID"); got != "req-42.a_b:c" {
+		t.Errorf("echoed request id: got %q", got)
+	}
+	created := h.logs.FilterMessage("upload created").All()
+	if len(created) != 1 || created[0].ContextMap()["requestId"] != "req-42.a_b:c" {
+		t.Errorf("the creation's log line lacks the request id: %+v", created)
+	}
+	for _, bad := range []string{"has space", strings.Repeat("x", 65), "<script>"} {
+		resp, _ := h.do(t, http.MethodGet, h.srv.URL+"/healthz", map[string]string{"X-Request-ID": bad}, nil)
+		got := resp.Header.Get("X-Request-ID")
+		if got == bad || len(got) != 16 {
+			t.Errorf("request id %q: got %q, want a new 16-digit id", bad, got)
+		}
 	}
 }

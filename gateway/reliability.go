@@ -117,15 +117,15 @@ func (g *Gateway) discardCreated(ctx context.Context, id string, status int) {
 	defer cancel()
 	now := g.cfg.Now()
 	if _, err := g.st.Update(ctx, id, func(u *store.Upload) error { return u.Terminate(now) }); err != nil {
-		g.log.Warn("discard upload: terminate record", zap.String("id", id), zap.Error(err))
+		g.logger(ctx).Warn("discard upload: terminate record", zap.String("id", id), zap.Error(err))
 	} else {
 		g.n.Notify(id)
 	}
 	g.forget(id)
 	if err := g.be.Remove(ctx, id); err != nil {
-		g.log.Error("discard upload: remove files", zap.String("id", id), zap.Error(err))
+		g.logger(ctx).Error("discard upload: remove files", zap.String("id", id), zap.Error(err))
 	}
-	g.log.Warn("upload creation failed after the upload was created: upload discarded (the client never got its URL)",
+	g.logger(ctx).Warn("upload creation failed after the upload was created: upload discarded (the client never got its URL)",
 		zap.String("id", id), zap.Int("status", status))
 }
 
@@ -159,7 +159,7 @@ func (g *Gateway) Reconcile(ctx context.Context) error {
 			changed++
 		}
 	}
-	g.log.Info("uploads reconciled with the data directory", zap.Int("active", len(ids)), zap.Int("changed", changed))
+	g.logger(ctx).Info("uploads reconciled with the data directory", zap.Int("active", len(ids)), zap.Int("changed", changed))
 	return nil
 }
 
@@ -180,7 +180,7 @@ func (g *Gateway) reconcileUpload(ctx context.Context, id string) (bool, error) 
 	case errors.Is(err, store.ErrNotFound):
 		return g.failDataLost(ctx, id, "the upload's bytes are missing from the gateway's data directory")
 	case err != nil:
-		g.log.Warn("reconcile: cannot inspect the upload's data file, left as it is", zap.String("id", id), zap.Error(err))
+		g.logger(ctx).Warn("reconcile: cannot inspect the upload's data file, left as it is", zap.String("id", id), zap.Error(err))
 		return false, nil
 	case rec.Complete && size < rec.Size:
 		return g.failDataLost(ctx, id, fmt.Sprintf("the gateway's data file holds %d of the upload's %d bytes", size, rec.Size))
@@ -188,7 +188,7 @@ func (g *Gateway) reconcileUpload(ctx context.Context, id string) (bool, error) 
 		// Only the tail the client has not been told about is gone (the
 		// file system lost unsynced writes): tusd's offset is the file
 		// size, so the client sends those bytes again.
-		g.log.Warn("reconcile: the data file holds fewer bytes than recorded; the client resends them",
+		g.logger(ctx).Warn("reconcile: the data file holds fewer bytes than recorded; the client resends them",
 			zap.String("id", id), zap.Int64("file", size), zap.Int64("recorded", rec.Received))
 		return false, nil
 	}
@@ -219,7 +219,7 @@ func (g *Gateway) failDataLost(ctx context.Context, id, msg string) (bool, error
 		return false, err
 	}
 	g.forget(id)
-	g.log.Warn("upload failed: data lost", zap.String("id", id), zap.String("reason", msg))
+	g.logger(ctx).Warn("upload failed: data lost", zap.String("id", id), zap.String("reason", msg))
 	g.n.Notify(id)
 	return true, nil
 }
@@ -290,12 +290,12 @@ func (g *Gateway) expire(ctx context.Context, id string) (bool, error) {
 	err = lock.Lock(lockCtx, func() {})
 	cancel()
 	if err != nil {
-		g.log.Info("expire: upload in use, left for the next run", zap.String("id", id))
+		g.logger(ctx).Info("expire: upload in use, left for the next run", zap.String("id", id))
 		return false, nil
 	}
 	defer func() {
 		if err := lock.Unlock(); err != nil {
-			g.log.Warn("expire: unlock upload", zap.String("id", id), zap.Error(err))
+			g.logger(ctx).Warn("expire: unlock upload", zap.String("id", id), zap.Error(err))
 		}
 	}()
 	// A request may have added bytes before the lock was free.
@@ -318,7 +318,8 @@ func (g *Gateway) expire(ctx context.Context, id string) (bool, error) {
 		return false, fmt.Errorf("delete record: %w", err)
 	}
 	g.forget(id)
-	g.log.Info("upload expired: no byte received for the upload expiry, bytes and record deleted", zap.String("id", id),
+	g.metrics.uploads.WithLabelValues("expired").Inc()
+	g.logger(ctx).Info("upload expired: no byte received for the upload expiry, bytes and record deleted", zap.String("id", id),
 		zap.Int64("received", rec.Received), zap.Time("lastActivity", last), zap.Duration("uploadExpiry", g.cfg.UploadExpiry))
 	g.n.Notify(id)
 	return true, nil

@@ -180,7 +180,7 @@ func (g *Gateway) loadStatus(ctx context.Context, id string) (Status, error) {
 		return Status{}, errStatusNotFound
 	case err != nil:
 		if ctx.Err() == nil {
-			g.log.Error("status: read upload record", zap.String("id", id), zap.Error(err))
+			g.logger(ctx).Error("status: read upload record", zap.String("id", id), zap.Error(err))
 		}
 		return Status{}, err
 	}
@@ -222,11 +222,11 @@ func (g *Gateway) handleReadyz(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	rd := Readiness{Status: "ok", Checks: map[string]string{"store": "ok", "dataDir": "ok"}}
 	if err := g.st.Ping(ctx); err != nil {
-		g.log.Warn("readiness: state store ping failed", zap.Error(err))
+		g.logger(ctx).Warn("readiness: state store ping failed", zap.Error(err))
 		rd.Status, rd.Checks["store"] = "unavailable", "state store ping failed"
 	}
 	if err := g.be.Check(ctx); err != nil {
-		g.log.Warn("readiness: data dir not writable", zap.Error(err))
+		g.logger(ctx).Warn("readiness: data dir not writable", zap.Error(err))
 		rd.Status, rd.Checks["dataDir"] = "unavailable", "data directory is not writable"
 	}
 	status := http.StatusOK
