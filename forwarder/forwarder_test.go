@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/tusgate/tusgate/apivideo"
 	"github.com/tusgate/tusgate/apivideo/apivideotest"
@@ -572,6 +573,7 @@ func TestMetrics(t *testing.T) {
 	e.stop()
 	e.start(forwarder.Config{Registerer: reg})
 	tok := e.emu.CreateToken(0)
+	e.emu.FailNext(1, apivideotest.StatusFault(http.StatusServiceUnavailable))
 	e.addUpload("ok", tok, randomBytes(21, 11*MiB), 11*MiB, func(u *store.Upload) {
 		u.TokenDeadline = time.Now().Add(time.Hour)
 	})
@@ -602,6 +604,56 @@ func TestMetrics(t *testing.T) {
 	if got := metricValue(t, reg, "tusgate_forwarder_parts_in_flight"); got != 0 {
 		t.Errorf("parts in flight after everything finished: got %v, want 0", got)
 	}
+	for _, tc := range []struct {
+		name, label, value string
+		want               float64
+	}{
+		{"tusgate_apivideo_responses_total", "status", "201", 3},
+		{"tusgate_apivideo_responses_total", "status", "503", 1},
+		{"tusgate_part_failures_total", "kind", "transient", 1},
+	} {
+		if got := labeledValue(t, reg, tc.name, tc.label, tc.value); got != tc.want {
+			t.Errorf("%s{%s=%q}: got %v, want %v", tc.name, tc.label, tc.value, got, tc.want)
+		}
+	}
+	var sends uint64
+	for _, mf := range gather(t, reg) {
+		if mf.GetName() == "tusgate_part_duration_seconds" {
+			for _, m := range mf.GetMetric() {
+				sends += m.GetHistogram().GetSampleCount()
+			}
+		}
+	}
+	if sends != 4 {
+		t.Errorf("tusgate_part_duration_seconds samples: got %d, want 4 (3 accepted, 1 failed)", sends)
+	}
+}
+
+func gather(t *testing.T, reg *prometheus.Registry) []*dto.MetricFamily {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return mfs
+}
+
+// labeledValue returns the counter of series name whose label is value.
+func labeledValue(t *testing.T, reg *prometheus.Registry, name, label, value string) float64 {
+	t.Helper()
+	for _, mf := range gather(t, reg) {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if lp.GetName() == label && lp.GetValue() == value {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
 }
 
 // metricValue returns the value of the one counter or gauge series name.

@@ -1,9 +1,13 @@
 package forwarder
 
 import (
+	"errors"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tusgate/tusgate/apivideo"
 )
 
 // metrics are the forwarder's Prometheus series. The zero registerer
@@ -17,6 +21,8 @@ type metrics struct {
 	deliveredBytes prometheus.Counter
 	failures       *prometheus.CounterVec
 	tokensMinted   prometheus.Counter
+	partDuration   *prometheus.HistogramVec
+	responses      *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -54,12 +60,37 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "tusgate_tokens_minted_total",
 			Help: "Upload tokens minted in managed mode.",
 		}),
+		partDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "tusgate_part_duration_seconds",
+			Help:    "Time to send one part to api.video and get its answer, by class (first, later) and outcome (accepted, failed).",
+			Buckets: []float64{.05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300},
+		}, []string{"class", "outcome"}),
+		responses: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tusgate_apivideo_responses_total",
+			Help: "Answers to part uploads from api.video, by HTTP status code (\"network\": no answer: connection error, timeout, cut).",
+		}, []string{"status"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.deadlineMargin, m.deadlineMisses, m.queueDepth, m.inFlight,
-			m.delivered, m.deliveredBytes, m.failures, m.tokensMinted)
+			m.delivered, m.deliveredBytes, m.failures, m.tokensMinted, m.partDuration, m.responses)
 	}
 	return m
+}
+
+// partSent observes one part send of part k that ended with err.
+func (m *metrics) partSent(k int, took time.Duration, err error) {
+	class, outcome, status := "later", "accepted", "201"
+	if k == 1 {
+		class = "first"
+	}
+	if err != nil {
+		outcome, status = "failed", "network"
+		if e, ok := errors.AsType[*apivideo.Error](err); ok && e.StatusCode != 0 {
+			status = strconv.Itoa(e.StatusCode)
+		}
+	}
+	m.partDuration.WithLabelValues(class, outcome).Observe(took.Seconds())
+	m.responses.WithLabelValues(status).Inc()
 }
 
 // firstPartAccepted observes the margin left on a known token deadline.

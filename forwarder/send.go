@@ -51,9 +51,13 @@ func (f *Forwarder) send(ctx context.Context, j job) {
 		defer close(renewed)
 		f.renew(sendCtx, cancel, j)
 	}()
+	sent := time.Now()
 	video, err := f.upload(sendCtx, u, j.part)
 	cancel(nil)
 	<-renewed
+	if ctx.Err() == nil {
+		f.m.partSent(j.part, time.Since(sent), err)
+	}
 
 	if err == nil {
 		f.deliver(ctx, log, u, j.part, video)
