@@ -82,6 +82,11 @@ type Config struct {
 	// S3Prefix is prepended to every object key tusgate writes. Flag
 	// --s3-prefix, default "".
 	S3Prefix string
+	// BehindProxy says a reverse proxy (often terminating TLS) is the only
+	// way to the gateway: upload URLs (Location) are built from its
+	// X-Forwarded-Proto/-Host or Forwarded headers. Also implied by
+	// TrustedProxies. Flag --behind-proxy, default false.
+	BehindProxy bool
 	// APIVideoURL is the base URL of the api.video API, an absolute http(s)
 	// URL. Flag --apivideo-url, default "https://ws.api.video".
 	APIVideoURL string
@@ -254,6 +259,7 @@ func (c *Config) settings() []setting {
 		integer("create-burst", "upload creations one client address may make at once before --create-rate applies, at least 1", &c.CreateBurst),
 		size("max-metadata-size", "largest Upload-Metadata header accepted at creation, 256 bytes..1MiB", &c.MaxMetadataSize),
 		prefixes("trusted-proxies", "comma-separated addresses or CIDR prefixes of reverse proxies whose X-Forwarded-For names the client; empty = never trust X-Forwarded-For", &c.TrustedProxies),
+		boolean("behind-proxy", "a reverse proxy (e.g. terminating TLS) is the only way in: build upload URLs from its X-Forwarded-Proto/-Host or Forwarded headers (implied by --trusted-proxies)", &c.BehindProxy),
 		str("instance-id", "ID", "identifies this process's leases in the state store; unique per instance", &c.InstanceID),
 		str("log-level", "LEVEL", "minimum level logged: debug, info, warn or error", &c.LogLevel),
 		str("log-format", "FORMAT", "log encoding: json or console", &c.LogFormat),

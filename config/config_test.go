@@ -124,6 +124,7 @@ var settingCases = []struct {
 	{"log-level", "debug", func(c config.Config) any { return c.LogLevel }, "debug"},
 	{"log-format", "console", func(c config.Config) any { return c.LogFormat }, "console"},
 	{"redis-cluster", "true", func(c config.Config) any { return c.RedisCluster }, true},
+	{"behind-proxy", "true", func(c config.Config) any { return c.BehindProxy }, true},
 	{"s3-bucket", "videos.example-1", func(c config.Config) any { return c.S3Bucket }, "videos.example-1"},
 	{"s3-endpoint", "http://127.0.0.1:9000", func(c config.Config) any { return c.S3Endpoint }, "http://127.0.0.1:9000"},
 	{"s3-region", "eu-west-3", func(c config.Config) any { return c.S3Region }, "eu-west-3"},
