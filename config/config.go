@@ -8,6 +8,7 @@
 package config
 
 import (
+
 	"crypto/rand"
 	"errors"
 	"flag"
@@ -87,6 +88,22 @@ type Config struct {
 	// X-Forwarded-Proto/-Host or Forwarded headers. Also implied by
 	// TrustedProxies. Flag --behind-proxy, default false.
 	BehindProxy bool
+	// GrantSecret, when set, requires signed upload grants (HS256 JWTs
+	// signed with it, at least 32 bytes) on every tus request. A secret.
+	// Flag --grant-secret, default "" = no grant needed.
+	GrantSecret string
+	// AuthHookURL, when set, is POSTed each creation for a decision. May
+	// carry credentials: log Redacted. Flag --auth-hook-url.
+	AuthHookURL string
+	// AuthHookTimeout bounds each auth hook call. Flag --auth-hook-timeout,
+	// default 5s.
+	AuthHookTimeout time.Duration
+	// AuthHookSecret signs auth hook requests (X-Tusgate-Signature). A
+	// secret, at least 32 bytes. Flag --auth-hook-secret.
+	AuthHookSecret string
+	// AllowedFileTypes are the filetype prefixes accepted when a grant names
+	// none; "*" = any. Flag --allowed-file-types, default video/.
+	AllowedFileTypes []string
 	// APIVideoURL is the base URL of the api.video API, an absolute http(s)
 	// URL. Flag --apivideo-url, default "https://ws.api.video".
 	APIVideoURL string
@@ -199,6 +216,8 @@ func Default() Config {
 		ShutdownTimeout:         20 * time.Second,
 		LeaseDuration:           30 * time.Second,
 		LockExpiry:              10 * time.Second,
+		AuthHookTimeout:         5 * time.Second,
+		AllowedFileTypes:        []string{"video/"},
 		IdleTimeout:             time.Minute,
 		UploadExpiry:            24 * time.Hour,
 		NetworkTimeout:          60 * time.Second,
@@ -260,6 +279,11 @@ func (c *Config) settings() []setting {
 		size("max-metadata-size", "largest Upload-Metadata header accepted at creation, 256 bytes..1MiB", &c.MaxMetadataSize),
 		prefixes("trusted-proxies", "comma-separated addresses or CIDR prefixes of reverse proxies whose X-Forwarded-For names the client; empty = never trust X-Forwarded-For", &c.TrustedProxies),
 		boolean("behind-proxy", "a reverse proxy (e.g. terminating TLS) is the only way in: build upload URLs from its X-Forwarded-Proto/-Host or Forwarded headers (implied by --trusted-proxies)", &c.BehindProxy),
+		withDisplay(str("grant-secret", "SECRET", "require signed upload grants (HS256 JWT, Authorization: Bearer) signed with this secret, at least 32 bytes (secret); empty = anyone who reaches the gateway may upload", &c.GrantSecret), displaySecret),
+		withDisplay(str("auth-hook-url", "URL", "POST each upload creation to this URL for a decision (2xx allows, 4xx refuses with its message, no answer refuses with 503)", &c.AuthHookURL), displayURL),
+		duration("auth-hook-timeout", "time allowed to each auth hook call", &c.AuthHookTimeout),
+		withDisplay(str("auth-hook-secret", "SECRET", "sign auth hook requests with this secret (X-Tusgate-Signature: hex HMAC-SHA256 of the body), at least 32 bytes (secret)", &c.AuthHookSecret), displaySecret),
+		list("allowed-file-types", "comma-separated filetype prefixes accepted when the grant names none, e.g. video/,audio/mp4; * = any", &c.AllowedFileTypes),
 		str("instance-id", "ID", "identifies this process's leases in the state store; unique per instance", &c.InstanceID),
 		str("log-level", "LEVEL", "minimum level logged: debug, info, warn or error", &c.LogLevel),
 		str("log-format", "FORMAT", "log encoding: json or console", &c.LogFormat),
@@ -626,6 +650,31 @@ func (c Config) problems() []error {
 	if strings.HasPrefix(c.S3Prefix, "/") {
 		bad("s3-prefix", c.S3Prefix, `must not start with "/"`)
 	}
+	if c.GrantSecret != "" && len(c.GrantSecret) < MinSecretLength {
+		bad("grant-secret", displaySecret(c.GrantSecret), fmt.Sprintf("must be at least %d bytes (use e.g. openssl rand -hex 32)", MinSecretLength))
+	}
+	if c.AuthHookSecret != "" && len(c.AuthHookSecret) < MinSecretLength {
+		bad("auth-hook-secret", displaySecret(c.AuthHookSecret), fmt.Sprintf("must be at least %d bytes (use e.g. openssl rand -hex 32)", MinSecretLength))
+	}
+	if c.AuthHookURL != "" {
+		if u, err := url.Parse(c.AuthHookURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("auth-hook-url", displayURL(c.AuthHookURL), "must be an absolute http(s) URL, e.g. https://platform.example/tusgate/authorize")
+		}
+	} else if c.AuthHookSecret != "" {
+		bad("auth-hook-secret", displaySecret(c.AuthHookSecret), "needs --auth-hook-url")
+	}
+	if c.AuthHookTimeout <= 0 {
+		bad("auth-hook-timeout", formatDuration(c.AuthHookTimeout), "must be positive")
+	}
+	if len(c.AllowedFileTypes) == 0 {
+		bad("allowed-file-types", "", `must list at least one prefix, e.g. video/ (or * for any)`)
+	}
+	for _, ft := range c.AllowedFileTypes {
+		if strings.ContainsFunc(ft, func(r rune) bool { return r <= ' ' || r > '~' }) {
+			bad("allowed-file-types", strings.Join(c.AllowedFileTypes, ","), fmt.Sprintf("%q must be printable ASCII without spaces", ft))
+			break
+		}
+	}
 	if u, err := url.Parse(c.APIVideoURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		bad("apivideo-url", displayURL(c.APIVideoURL), "must be an absolute http(s) URL, e.g. https://ws.api.video")
 	}
@@ -728,6 +777,10 @@ func redisURLProblem(raw string) string {
 	return ""
 }
 
+// MinSecretLength is the shortest grant or hook secret accepted, in bytes
+// (the auth package's minimum: a 256-bit HMAC key).
+const MinSecretLength = 32
+
 // validBucket reports whether s follows S3's bucket naming rules (the
 // common subset every S3-compatible server accepts).
 func validBucket(s string) bool {
@@ -784,16 +837,28 @@ func formatDuration(d time.Duration) string {
 // Redacted returns a copy of c safe to log: a set API key becomes
 // "[REDACTED]" and passwords in RedisURL and APIVideoURL become "REDACTED".
 func (c Config) Redacted() Config {
-	if c.APIVideoAPIKey != "" {
-		c.APIVideoAPIKey = redacted
-	}
-	if c.RedisURL != "" {
-		c.RedisURL = redactURL(c.RedisURL)
-	}
-	c.APIVideoURL = redactURL(c.APIVideoURL)
 	c.CORSOrigins = slices.Clone(c.CORSOrigins)
 	c.TrustedProxies = slices.Clone(c.TrustedProxies)
+	c.AllowedFileTypes = slices.Clone(c.AllowedFileTypes)
+	// Every setting that may hold a secret has a display function (secrets:
+	// [REDACTED]; URLs: the password replaced): the copy keeps only that.
+	for _, s := range c.settings() {
+		if s.display == nil {
+			continue
+		}
+		if v := s.get(); v != "" {
+			_ = s.set(redactedValue(s, v))
+		}
+	}
 	return c
+}
+
+// redactedValue is what Redacted keeps of value v of setting s.
+func redactedValue(s setting, v string) string {
+	if shown := s.display(v); shown != "" {
+		return shown
+	}
+	return redacted
 }
 
 // Fields returns one zap field per setting, secrets redacted, for the single

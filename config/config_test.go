@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/tusgate/tusgate/auth"
 	"github.com/tusgate/tusgate/config"
 )
 
@@ -125,6 +126,11 @@ var settingCases = []struct {
 	{"log-format", "console", func(c config.Config) any { return c.LogFormat }, "console"},
 	{"redis-cluster", "true", func(c config.Config) any { return c.RedisCluster }, true},
 	{"behind-proxy", "true", func(c config.Config) any { return c.BehindProxy }, true},
+	{"grant-secret", strings.Repeat("s", 32), func(c config.Config) any { return c.GrantSecret }, strings.Repeat("s", 32)},
+	{"auth-hook-url", "https://platform.example/authorize", func(c config.Config) any { return c.AuthHookURL }, "https://platform.example/authorize"},
+	{"auth-hook-timeout", "2s", func(c config.Config) any { return c.AuthHookTimeout }, 2 * time.Second},
+	{"auth-hook-secret", strings.Repeat("h", 40), func(c config.Config) any { return c.AuthHookSecret }, strings.Repeat("h", 40)},
+	{"allowed-file-types", "video/, audio/mp4", func(c config.Config) any { return c.AllowedFileTypes }, []string{"video/", "audio/mp4"}},
 	{"s3-bucket", "videos.example-1", func(c config.Config) any { return c.S3Bucket }, "videos.example-1"},
 	{"s3-endpoint", "http://127.0.0.1:9000", func(c config.Config) any { return c.S3Endpoint }, "http://127.0.0.1:9000"},
 	{"s3-region", "eu-west-3", func(c config.Config) any { return c.S3Region }, "eu-west-3"},
@@ -133,10 +139,11 @@ var settingCases = []struct {
 
 // settingNeeds gives the settings some flags are valid only with.
 var settingNeeds = map[string][]string{
-	"redis-cluster": {"--redis-url", "redis://127.0.0.1:7000?addr=127.0.0.1:7001"},
-	"s3-endpoint":   {"--s3-bucket", "videos"},
-	"s3-region":     {"--s3-bucket", "videos"},
-	"s3-prefix":     {"--s3-bucket", "videos"},
+	"redis-cluster":    {"--redis-url", "redis://127.0.0.1:7000?addr=127.0.0.1:7001"},
+	"s3-endpoint":      {"--s3-bucket", "videos"},
+	"s3-region":        {"--s3-bucket", "videos"},
+	"s3-prefix":        {"--s3-bucket", "videos"},
+	"auth-hook-secret": {"--auth-hook-url", "https://platform.example/authorize"},
 }
 
 func TestEachSettingByFlagAndEnv(t *testing.T) {
@@ -307,6 +314,12 @@ func TestInvalid(t *testing.T) {
 		{args: []string{"--idle-timeout", "0s"}, want: "--idle-timeout 0s: must be positive"},
 		{args: []string{"--lock-expiry", "500ms"}, want: "--lock-expiry 500ms: must be at least 1s"},
 		{args: []string{"--redis-cluster"}, want: "--redis-cluster true: needs --redis-url"},
+		{args: []string{"--grant-secret", "short"}, want: "--grant-secret [REDACTED]: must be at least 32 bytes"},
+		{args: []string{"--auth-hook-url", "platform.example"}, want: "--auth-hook-url platform.example: must be an absolute http(s) URL"},
+		{args: []string{"--auth-hook-secret", strings.Repeat("h", 40)}, want: "--auth-hook-secret [REDACTED]: needs --auth-hook-url"},
+		{args: []string{"--auth-hook-timeout", "0s"}, want: "--auth-hook-timeout 0s: must be positive"},
+		{args: []string{"--allowed-file-types", " , "}, want: `--allowed-file-types " , ": must list at least one prefix`},
+		{args: []string{"--allowed-file-types", "video/,a b"}, want: `must be printable ASCII without spaces`},
 		{env: []string{"TUSGATE_REDIS_CLUSTER", "yes"}, want: "TUSGATE_REDIS_CLUSTER=yes: not a boolean (true or false)"},
 		{args: []string{"--s3-region", "eu-west-3"}, want: "--s3-region eu-west-3: needs --s3-bucket"},
 		{args: []string{"--s3-endpoint", "http://127.0.0.1:9000"}, want: "--s3-endpoint http://127.0.0.1:9000: needs --s3-bucket"},
@@ -480,4 +493,44 @@ func TestRedacted(t *testing.T) {
 			t.Errorf("Fields: got %s, want key %s", logged.String(), key)
 		}
 	})
+}
+
+func TestMinSecretLengthMatchesAuth(t *testing.T) {
+	if config.MinSecretLength != auth.MinSecretLength {
+		t.Errorf("config.MinSecretLength %d, auth.MinSecretLength %d", config.MinSecretLength, auth.MinSecretLength)
+	}
+}
+
+// Every setting documented as a secret is redacted in String and Fields,
+// whatever its name: a new secret cannot be forgotten.
+func TestEverySecretRedacted(t *testing.T) {
+	var args []string
+	var markers []string
+	config.Flags(io.Discard).VisitAll(func(f *flag.Flag) {
+		if !strings.Contains(f.Usage, "(secret)") {
+			return
+		}
+		m := "marker-" + f.Name + "-0123456789abcdefghijklmnop"
+		args = append(args, "--"+f.Name, m)
+		args = append(args, settingNeeds[f.Name]...)
+		markers = append(markers, m)
+	})
+	if len(markers) < 3 {
+		t.Fatalf("found %d secret settings, want at least the API key, the grant secret and the hook secret", len(markers))
+	}
+	c := mustParse(t, args, env())
+	var fields strings.Builder
+	enc := zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig())
+	buf, err := enc.EncodeEntry(zapcore.Entry{Message: "starting"}, c.Fields())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fields.Write(buf.Bytes())
+	for _, m := range markers {
+		for name, s := range map[string]string{"String": c.String(), "Fields": fields.String(), "%v": fmt.Sprintf("%v", c)} {
+			if strings.Contains(s, m) {
+				t.Errorf("%s reveals %s", name, m)
+			}
+		}
+	}
 }

@@ -70,8 +70,12 @@ type creation struct {
 	// kept is the metadata tusd stores and echoes on HEAD (no secrets).
 	kept               handler.MetaData
 	filename, filetype string
-	// extra is the metadata not mapped to a record field.
+	// extra is the metadata not mapped to a record field (the grant's
+	// metadata included).
 	extra map[string]string
+	// owner is the subject of the grant that creates the upload ("" without
+	// grants).
+	owner string
 }
 
 // withRequestState puts an empty requestState in the request context, and
@@ -131,7 +135,16 @@ func (g *Gateway) tusGuard(next http.Handler) http.Handler {
 				writeTusError(w, r, err)
 				return
 			}
+			grant, err := g.grantFor(r, false)
+			if err != nil {
+				g.logger(r.Context()).Info("upload creation refused", zap.String("reason", err.Error()))
+				writeTusError(w, r, err)
+				return
+			}
 			c, err := g.checkCreation(r)
+			if err == nil {
+				err = g.authorizeCreation(r, grant, c)
+			}
 			if err != nil {
 				g.logger(r.Context()).Info("upload creation refused", zap.String("reason", err.Error()))
 				writeTusError(w, r, err)
@@ -147,13 +160,36 @@ func (g *Gateway) tusGuard(next http.Handler) http.Handler {
 					g.open.cancel(key)
 				}
 			}()
+		case id != "" && r.Method == http.MethodDelete && g.cfg.Grants != nil:
+			grant, err := g.grantFor(r, false)
+			if err == nil {
+				var rec *store.Upload
+				if rec, err = g.st.Get(r.Context(), id); err != nil {
+					err = storeError(err)
+				} else {
+					err = checkOwner(grant, rec)
+				}
+			}
+			if err != nil {
+				writeTusError(w, r, err)
+				return
+			}
 		case id != "" && (r.Method == http.MethodHead || r.Method == http.MethodPatch):
+			grant, err := g.grantFor(r, false)
+			if err != nil {
+				writeTusError(w, r, err)
+				return
+			}
 			rec, err := g.st.Get(r.Context(), id)
 			if err != nil {
 				if !errors.Is(err, store.ErrNotFound) {
 					g.logger(r.Context()).Error("read upload record", zap.String("id", id), zap.Error(err))
 				}
 				writeTusError(w, r, storeError(err))
+				return
+			}
+			if err := checkOwner(grant, rec); err != nil {
+				writeTusError(w, r, err)
 				return
 			}
 			if err := stateError(rec); err != nil {

@@ -232,6 +232,7 @@ func (d *dataStore) NewUpload(ctx context.Context, info handler.FileInfo) (handl
 		TokenManaged:     c.managed,
 		Filename:         c.filename,
 		Filetype:         c.filetype,
+		Owner:            c.owner,
 		CreatedAt:        now,
 		UpdatedAt:        now,
 	}

@@ -40,7 +40,12 @@ func (g *Gateway) handleEvents(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx := r.Context()
 	id := r.PathValue("id")
-	s, err := g.loadStatus(ctx, id)
+	grant, err := g.grantFor(r, true)
+	if err != nil {
+		writeStatusError(w, err)
+		return
+	}
+	s, err := g.loadStatus(ctx, id, grant)
 	if err != nil {
 		writeStatusError(w, err)
 		return
@@ -84,7 +89,7 @@ func (g *Gateway) handleEvents(w http.ResponseWriter, r *http.Request) {
 			return
 		case <-tick.C:
 		}
-		if s, err = g.loadStatus(ctx, id); err != nil {
+		if s, err = g.loadStatus(ctx, id, grant); err != nil {
 			if ctx.Err() == nil {
 				ew.event("unavailable", []byte(`{"error":{"code":"unavailable","message":"state store unavailable, retry later"}}`))
 			}

@@ -100,6 +100,20 @@ type Config struct {
 	// CompletionWindow is how long after part 1's acceptance the rest of an
 	// upload may take. Default 24h.
 	CompletionWindow time.Duration
+	// Grants, when set, requires a signed upload grant (Authorization:
+	// Bearer) on every tus request: the creation records the grant's subject
+	// as the upload's owner (and its metadata), and HEAD, PATCH, DELETE and
+	// the status routes need a grant for that subject (403 otherwise). A
+	// grant's max_size and file_types limit the creation. Nil: no grant is
+	// needed (anyone who reaches the gateway may upload).
+	Grants GrantVerifier
+	// AuthHook, when set, is asked before every creation (after the grant);
+	// its refusal is the client's 4xx, its silence a 503.
+	AuthHook AuthChecker
+	// AllowedFileTypes lists the `filetype` prefixes accepted at creation
+	// when the grant names none. Default DefaultAllowedFileTypes ("video/");
+	// "*" allows any. A creation without a filetype is accepted.
+	AllowedFileTypes []string
 	// TokenRequired makes the `token` metadata mandatory at creation
 	// (delegated-only mode, no API key configured).
 	TokenRequired bool
@@ -282,9 +296,10 @@ func maxPlanSize(p store.Plan) int64 {
 // corsConfig builds tusd's CORS configuration from an origin allowlist.
 func corsConfig(origins []string) (*handler.CorsConfig, error) {
 	cors := handler.DefaultCorsConfig
-	// Browsers let scripts read Upload-Expires (expiration extension) and
-	// Retry-After (429, 503, 507) only when they are exposed.
-	cors.ExposeHeaders += ", Upload-Expires, Retry-After"
+	// Browsers let scripts read Upload-Expires (expiration extension),
+	// Retry-After (429, 503, 507), WWW-Authenticate (401 grants) and
+	// X-Request-ID only when they are exposed.
+	cors.ExposeHeaders += ", Upload-Expires, Retry-After, WWW-Authenticate, X-Request-ID"
 	if len(origins) == 0 {
 		// No CORS headers at all: browsers allow same-origin requests only.
 		cors.Disable = true

@@ -32,12 +32,9 @@ const rateSweepInterval = time.Minute
 // rightmost X-Forwarded-For address that is not one (the leftmost when all
 // are). IPv6 addresses count per /64, one subscriber's usual allocation.
 func (g *Gateway) clientKey(r *http.Request) string {
-	addr, ok := parseAddr(r.RemoteAddr)
-	if !ok {
+	addr := g.clientAddr(r)
+	if !addr.IsValid() {
 		return r.RemoteAddr
-	}
-	if g.trustedProxy(addr) {
-		addr = g.forwardedFor(r, addr)
 	}
 	if addr.Is4() {
 		return addr.String()
@@ -47,6 +44,20 @@ func (g *Gateway) clientKey(r *http.Request) string {
 		return addr.String()
 	}
 	return p.String()
+}
+
+// clientAddr returns the client's IP address: the connection's peer or,
+// when that peer is a trusted proxy, the address X-Forwarded-For names
+// (see clientKey); the zero Addr when the peer address does not parse.
+func (g *Gateway) clientAddr(r *http.Request) netip.Addr {
+	addr, ok := parseAddr(r.RemoteAddr)
+	if !ok {
+		return netip.Addr{}
+	}
+	if g.trustedProxy(addr) {
+		addr = g.forwardedFor(r, addr)
+	}
+	return addr
 }
 
 // forwardedFor walks X-Forwarded-For from the right, starting from peer (a

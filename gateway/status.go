@@ -7,8 +7,10 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/tus/tusd/v2/pkg/handler"
 	"go.uber.org/zap"
 
+	"github.com/tusgate/tusgate/auth"
 	"github.com/tusgate/tusgate/store"
 )
 
@@ -156,7 +158,12 @@ func (g *Gateway) handleStatus(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusForbidden, jsonError{jsonErrorBody{"origin_not_allowed", "request origin is not allowed"}})
 		return
 	}
-	s, err := g.loadStatus(r.Context(), r.PathValue("id"))
+	grant, err := g.grantFor(r, true)
+	if err != nil {
+		writeStatusError(w, err)
+		return
+	}
+	s, err := g.loadStatus(r.Context(), r.PathValue("id"), grant)
 	if err != nil {
 		writeStatusError(w, err)
 		return
@@ -169,8 +176,9 @@ var errStatusNotFound = errors.New("upload not found")
 
 // loadStatus reads the status of upload id from the state store (and this
 // process's live offset). The error is errStatusNotFound or a state-store
-// failure (logged).
-func (g *Gateway) loadStatus(ctx context.Context, id string) (Status, error) {
+// failure (logged), or errForbidden when grant (non-nil with grants on) is
+// not the upload owner's.
+func (g *Gateway) loadStatus(ctx context.Context, id string, grant *auth.Grant) (Status, error) {
 	if id == "" || len(id) > 128 {
 		return Status{}, errStatusNotFound
 	}
@@ -184,14 +192,25 @@ func (g *Gateway) loadStatus(ctx context.Context, id string) (Status, error) {
 		}
 		return Status{}, err
 	}
+	if err := checkOwner(grant, u); err != nil {
+		return Status{}, err
+	}
 	live, hasLive := g.liveOffset(id)
 	s := newStatus(u, live, hasLive)
 	s.Stalled = g.stalled(ctx, u, g.cfg.Now())
 	return s, nil
 }
 
-// writeStatusError answers a loadStatus error: 404, or 503 with Retry-After.
+// writeStatusError answers a grantFor or loadStatus error as JSON: 401 or
+// 403 (grants), 404, or 503 with Retry-After.
 func writeStatusError(w http.ResponseWriter, err error) {
+	if e, ok := errors.AsType[handler.Error](err); ok {
+		for k, v := range e.HTTPResponse.Header {
+			w.Header().Set(k, v)
+		}
+		writeJSON(w, e.HTTPResponse.StatusCode, jsonError{jsonErrorBody{e.ErrorCode, e.Message}})
+		return
+	}
 	if errors.Is(err, errStatusNotFound) {
 		writeJSON(w, http.StatusNotFound, jsonError{jsonErrorBody{"not_found", "upload not found"}})
 		return

@@ -25,6 +25,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/tusgate/tusgate/apivideo"
+	"github.com/tusgate/tusgate/auth"
 	"github.com/tusgate/tusgate/config"
 	"github.com/tusgate/tusgate/forwarder"
 	"github.com/tusgate/tusgate/gateway"
@@ -92,8 +93,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if cfg.APIVideoAPIKey != "" {
 		tokens = tokenInspector{client}
 	}
+	grants, hook, err := openAuth(cfg, log)
+	if err != nil {
+		return err
+	}
 	var fwd *forwarder.Forwarder
 	gw, err := gateway.New(gateway.Config{
+		Grants:           grants,
+		AuthHook:         hook,
+		AllowedFileTypes: cfg.AllowedFileTypes,
 		BasePath:         cfg.BasePath,
 		Backend:          be,
 		DataDir:          filepath.Join(cfg.DataDir, "uploads"),
@@ -251,6 +259,34 @@ func openStore(ctx context.Context, cfg config.Config, log *zap.Logger) (store.S
 		return nil, nil, fmt.Errorf("--data-dir %s: %w", cfg.DataDir, err)
 	}
 	return st, nil, nil
+}
+
+// openAuth returns the grant verifier (--grant-secret) and the auth hook
+// (--auth-hook-url), each nil when not configured.
+func openAuth(cfg config.Config, log *zap.Logger) (gateway.GrantVerifier, gateway.AuthChecker, error) {
+	var grants gateway.GrantVerifier
+	if cfg.GrantSecret != "" {
+		v, err := auth.NewVerifier([]byte(cfg.GrantSecret))
+		if err != nil {
+			return nil, nil, fmt.Errorf("--grant-secret: %w", err)
+		}
+		grants = v
+	} else {
+		log.Warn("no --grant-secret: upload grants are not required, anyone who reaches the gateway may upload")
+	}
+	var hook gateway.AuthChecker
+	if cfg.AuthHookURL != "" {
+		var opts []auth.HookOption
+		if cfg.AuthHookSecret != "" {
+			opts = append(opts, auth.WithHookSecret([]byte(cfg.AuthHookSecret)))
+		}
+		h, err := auth.NewHook(cfg.AuthHookURL, cfg.AuthHookTimeout, nil, opts...)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--auth-hook-url: %w", err)
+		}
+		hook = h
+	}
+	return grants, hook, nil
 }
 
 // openBackend returns the S3 backend with --s3-bucket, else nil (the
