@@ -8,7 +8,6 @@
 package config
 
 import (
-
 	"crypto/rand"
 	"errors"
 	"flag"
