@@ -4,6 +4,11 @@
 //
 // The package knows nothing of HTTP or tusd. Transitions are pure methods on
 // *Upload; implementations only have to run them atomically (Store.Update).
+//
+// When a record has Webhooks set, its transitions also queue the webhook
+// events they cause (Event) in its Outbox, in the same write: package webhook
+// delivers them and removes them with AckEvent. A record stays Active, and so
+// listed by Store.ListActive, while its outbox holds events.
 package store
 
 import (
@@ -43,8 +48,10 @@ type Store interface {
 	// nothing is saved and that error is returned (wrapped errors preserved).
 	// It returns the saved record, or ErrNotFound.
 	Update(ctx context.Context, id string, fn func(*Upload) error) (*Upload, error)
-	// ListActive returns the ids of every upload that is not in a terminal
-	// state (receiving or forwarding), in no particular order.
+	// ListActive returns, in no particular order, the ids of every upload
+	// that is Active: not in a terminal state (receiving or forwarding), or
+	// terminal with webhook events still in its outbox. Callers check the
+	// state of each record they load.
 	ListActive(ctx context.Context) ([]string, error)
 	// Delete removes a record. Deleting a missing record is not an error.
 	Delete(ctx context.Context, id string) error

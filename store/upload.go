@@ -126,6 +126,14 @@ type Upload struct {
 	Owner     string            `json:"owner,omitempty"`
 	CreatedAt time.Time         `json:"createdAt"`
 	UpdatedAt time.Time         `json:"updatedAt"`
+	// Webhooks is true when the upload reports its progress to the
+	// platform's webhook (EnableWebhooks): its transitions then queue events
+	// in Outbox.
+	Webhooks bool `json:"webhooks,omitempty"`
+	// Outbox holds, oldest first, the webhook events not yet acknowledged
+	// by the platform. A record with events stays listed by
+	// Store.ListActive even when its state is terminal (Active).
+	Outbox []Event `json:"outbox,omitempty"`
 }
 
 // Clone returns a deep copy.
@@ -135,6 +143,7 @@ func (u *Upload) Clone() *Upload {
 	c.Uncertain = slices.Clone(u.Uncertain)
 	c.InFlight = maps.Clone(u.InFlight)
 	c.Metadata = maps.Clone(u.Metadata)
+	c.Outbox = slices.Clone(u.Outbox)
 	if u.Error != nil {
 		e := *u.Error
 		c.Error = &e
@@ -219,7 +228,8 @@ func (u *Upload) leasedByOther(k int, owner string, now time.Time) bool {
 func (u *Upload) touch(now time.Time) { u.UpdatedAt = now }
 
 // RecordReceived notes that the data store holds offset bytes. Offsets never
-// go backwards. complete says every byte of the upload is in.
+// go backwards. complete says every byte of the upload is in; the first time
+// it is, upload.received is queued.
 func (u *Upload) RecordReceived(offset int64, complete bool, now time.Time) error {
 	if u.State.Terminal() {
 		return fmt.Errorf("record received on %s upload: %w", u.State, ErrConflict)
@@ -227,8 +237,9 @@ func (u *Upload) RecordReceived(offset int64, complete bool, now time.Time) erro
 	if offset > u.Received {
 		u.Received = offset
 	}
-	if complete {
+	if complete && !u.Complete {
 		u.Complete = true
+		u.queue(EventUploadReceived, now)
 	}
 	u.touch(now)
 	return nil
@@ -294,7 +305,7 @@ func (u *Upload) Renew(k int, owner string, until, now time.Time) error {
 
 // Deliver records api.video's acceptance of part k. Part 1 fixes the video id
 // and starts the completion window. When every part is in, the upload is
-// delivered.
+// delivered and video.delivered is queued.
 func (u *Upload) Deliver(k int, videoID string, assets Assets, now time.Time) error {
 	if u.State.Terminal() {
 		return fmt.Errorf("deliver part %d of %s upload: %w", k, u.State, ErrConflict)
@@ -327,6 +338,7 @@ func (u *Upload) Deliver(k int, videoID string, assets Assets, now time.Time) er
 	if u.Complete && !u.SizeDeferred && len(u.Delivered) == u.TotalParts() {
 		u.State = StateDelivered
 		u.InFlight = nil
+		u.queue(EventVideoDelivered, now)
 	}
 	u.touch(now)
 	return nil
@@ -368,7 +380,8 @@ func (u *Upload) MarkUncertain(k int) {
 	}
 }
 
-// Fail ends the upload with a reason; a terminal upload is left as it is.
+// Fail ends the upload with a reason and queues upload.failed; a terminal
+// upload is left as it is.
 func (u *Upload) Fail(reason, msg string, now time.Time) error {
 	if u.State.Terminal() {
 		return fmt.Errorf("fail %s upload: %w", u.State, ErrConflict)
@@ -376,17 +389,19 @@ func (u *Upload) Fail(reason, msg string, now time.Time) error {
 	u.State = StateFailed
 	u.Error = &Failure{Reason: reason, Message: msg}
 	u.InFlight = nil
+	u.queue(EventUploadFailed, now)
 	u.touch(now)
 	return nil
 }
 
-// Terminate records a tus DELETE.
+// Terminate records a tus DELETE and queues upload.terminated.
 func (u *Upload) Terminate(now time.Time) error {
 	if u.State.Terminal() && u.State != StateFailed {
 		return fmt.Errorf("terminate %s upload: %w", u.State, ErrConflict)
 	}
 	u.State = StateTerminated
 	u.InFlight = nil
+	u.queue(EventUploadTerminated, now)
 	u.touch(now)
 	return nil
 }

@@ -2,8 +2,9 @@
 // bbolt file, for a single gateway instance that must survive restarts.
 //
 // Records are JSON documents in the "uploads" bucket keyed by upload id; the
-// "active" bucket holds the ids of non-terminal uploads and is written in the
-// same transaction as the record, so it is always exact.
+// "active" bucket holds the ids of active uploads (store.Upload.Active:
+// non-terminal, or holding webhook events) and is written in the same
+// transaction as the record, so it is always exact.
 package boltstore
 
 import (
@@ -99,7 +100,7 @@ func (s *Store) Create(ctx context.Context, u *store.Upload) error {
 		if tx.Bucket(uploadsBucket).Get([]byte(u.ID)) != nil {
 			return store.ErrExists
 		}
-		return put(tx, u.ID, data, u.State)
+		return put(tx, u.ID, data, u.Active())
 	})
 }
 
@@ -144,7 +145,7 @@ func (s *Store) Update(ctx context.Context, id string, fn func(*store.Upload) er
 		if err != nil {
 			return fmt.Errorf("encode: %w", err)
 		}
-		return put(tx, id, data, u.State)
+		return put(tx, id, data, u.Active())
 	})
 	if fnErr != nil {
 		return nil, fnErr
@@ -155,7 +156,8 @@ func (s *Store) Update(ctx context.Context, id string, fn func(*store.Upload) er
 	return u, nil
 }
 
-// ListActive returns the ids of every receiving or forwarding upload.
+// ListActive returns the ids of every active upload: receiving or
+// forwarding, or holding webhook events.
 func (s *Store) ListActive(ctx context.Context) ([]string, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("list active uploads: %w", err)
@@ -196,12 +198,12 @@ func load(tx *bolt.Tx, id string) (*store.Upload, error) {
 	return &u, nil
 }
 
-// put writes the record and keeps the active index in step with its state.
-func put(tx *bolt.Tx, id string, data []byte, state store.State) error {
+// put writes the record and keeps the active index in step with it.
+func put(tx *bolt.Tx, id string, data []byte, active bool) error {
 	if err := tx.Bucket(uploadsBucket).Put([]byte(id), data); err != nil {
 		return err
 	}
-	if state.Terminal() {
+	if !active {
 		return tx.Bucket(activeBucket).Delete([]byte(id))
 	}
 	return tx.Bucket(activeBucket).Put([]byte(id), nil)

@@ -63,6 +63,43 @@ func TestReopen(t *testing.T) {
 	if len(ids) != 1 || ids[0] != "kept" {
 		t.Errorf("ListActive after reopen = %v, want [kept]", ids)
 	}
+	if len(got.Outbox) != len(want.Outbox) || got.Outbox[0].ID != want.Outbox[0].ID {
+		t.Errorf("outbox after reopen = %+v, want %+v", got.Outbox, want.Outbox)
+	}
+}
+
+// TestReopenKeepsPendingEvents checks that a terminal upload whose webhook
+// events are not delivered yet is still listed after a restart.
+func TestReopenKeepsPendingEvents(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tusgate.db")
+	s := mustOpen(t, path)
+	now := time.Now()
+	u := &store.Upload{ID: "pending", State: store.StateReceiving}
+	u.EnableWebhooks(now)
+	if err := s.Create(t.Context(), u); err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	if _, err := s.Update(t.Context(), "pending", func(u *store.Upload) error {
+		return u.Fail(store.ReasonDataLost, "gone", now)
+	}); err != nil {
+		t.Fatalf("Fail: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	s = mustOpen(t, path)
+	defer s.Close()
+	ids, err := s.ListActive(t.Context())
+	if err != nil || len(ids) != 1 || ids[0] != "pending" {
+		t.Fatalf("ListActive after reopen = %v, %v; want [pending]", ids, err)
+	}
+	got, err := s.Get(t.Context(), "pending")
+	if err != nil {
+		t.Fatalf("Get: %v", err)
+	}
+	if len(got.Outbox) != 2 || got.Outbox[0].ID != u.Outbox[0].ID || got.Outbox[1].Type != store.EventUploadFailed {
+		t.Errorf("outbox after reopen = %+v; want upload.created (same id), upload.failed", got.Outbox)
+	}
 }
 
 func TestOpenLocked(t *testing.T) {

@@ -7,7 +7,8 @@
 //
 //	P:upload:{<id>}   the record, a JSON string. The hash tag keeps every key
 //	                  of one upload in one Cluster slot.
-//	P:active          a SET of the ids of non-terminal uploads.
+//	P:active          a SET of the ids of active uploads (non-terminal, or
+//	                  holding webhook events: store.Upload.Active).
 //	P:dataset         the dataset marker: a random value (see Store.Ping).
 //	P:dataset:{m…}    on a Cluster only, 16 more markers whose hash tags put
 //	                  them in the slots 0, 1024, 2048, …, 15360.
@@ -435,15 +436,34 @@ func (s *Store) Delete(ctx context.Context, id string) error {
 	return wrap(ctx, op, s.client.SRem(ctx, s.activeKey(), id).Err())
 }
 
-// syncActive puts u's id in the active SET or takes it out, after a write.
+// syncActive puts u's id in the active SET or takes it out, after a write
+// (store.Upload.Active). After taking it out, it reads the record again and
+// puts the id back if a concurrent write made it active meanwhile (a
+// terminal upload that queued a webhook event, e.g. upload.terminated after
+// upload.failed): that writer's SADD may have come before this SREM.
 func (s *Store) syncActive(ctx context.Context, op string, u *store.Upload) error {
-	var err error
-	if u.State.Terminal() {
-		err = s.client.SRem(ctx, s.activeKey(), u.ID).Err()
-	} else {
-		err = s.client.SAdd(ctx, s.activeKey(), u.ID).Err()
+	op += ": update active index"
+	if u.Active() {
+		return wrap(ctx, op, s.client.SAdd(ctx, s.activeKey(), u.ID).Err())
 	}
-	return wrap(ctx, op+": update active index", err)
+	if err := s.client.SRem(ctx, s.activeKey(), u.ID).Err(); err != nil {
+		return wrap(ctx, op, err)
+	}
+	data, err := s.client.Get(ctx, s.key(u.ID)).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil
+	}
+	if err != nil {
+		return wrap(ctx, op, err)
+	}
+	now, err := decode(op, data)
+	if err != nil {
+		return err
+	}
+	if now.Active() {
+		return wrap(ctx, op, s.client.SAdd(ctx, s.activeKey(), u.ID).Err())
+	}
+	return nil
 }
 
 func decode(op string, data []byte) (*store.Upload, error) {

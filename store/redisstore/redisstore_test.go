@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -177,5 +178,125 @@ func TestPingDetectsLostDataset(t *testing.T) {
 	err = s.Create(t.Context(), storetest.FullUpload("after-loss"))
 	if !errors.Is(err, store.ErrDatasetLost) || !errors.Is(err, store.ErrUnavailable) {
 		t.Fatalf("create after the dataset vanished: got %v, want ErrDatasetLost and ErrUnavailable", err)
+	}
+}
+
+// sremGate is a go-redis hook that holds SREM commands, once armed, until
+// released: it lets a test run another writer between a record write and
+// the update of the active SET that follows it.
+type sremGate struct {
+	armed   chan struct{} // closed: hold the next SREM
+	reached chan struct{} // closed by the held SREM
+	release chan struct{} // closed by the test
+}
+
+func (g *sremGate) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (g *sremGate) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+func (g *sremGate) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		select {
+		case <-g.armed:
+			if strings.EqualFold(cmd.Name(), "srem") {
+				close(g.reached)
+				select {
+				case <-g.release:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
+		default:
+		}
+		return next(ctx, cmd)
+	}
+}
+
+// TestActiveIndexRace replays the one interleaving that could drop a record
+// with a pending webhook event from the active SET: the acknowledgement of a
+// failed upload's last event is saved, the upload is terminated (queuing
+// upload.terminated; SADD) by another instance, and only then does the
+// acknowledgement's SREM run. The store must notice and put the id back.
+func TestActiveIndexRace(t *testing.T) {
+	gated := newClient(t)
+	prefix := newPrefix(t, gated)
+	gate := &sremGate{armed: make(chan struct{}), reached: make(chan struct{}), release: make(chan struct{})}
+	gated.AddHook(gate)
+	a := redisstore.New(gated, prefix)
+	b := redisstore.New(newClient(t), prefix)
+
+	now := time.Now()
+	u := &store.Upload{ID: "raced", State: store.StateReceiving}
+	u.EnableWebhooks(now)
+	if err := u.Fail(store.ReasonTokenRejected, "401", now); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Create(t.Context(), u); err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	close(gate.armed)
+	done := make(chan error, 1)
+	go func() {
+		_, err := a.Update(t.Context(), "raced", func(u *store.Upload) error {
+			u.Outbox = nil // every event acknowledged
+			return nil
+		})
+		done <- err
+	}()
+	select {
+	case <-gate.reached:
+	case err := <-done:
+		t.Fatalf("Update returned (%v) without removing the id from the active SET", err)
+	}
+	if _, err := b.Update(t.Context(), "raced", func(u *store.Upload) error { return u.Terminate(now) }); err != nil {
+		t.Fatalf("Terminate: %v", err)
+	}
+	close(gate.release)
+	if err := <-done; err != nil {
+		t.Fatalf("Update: %v", err)
+	}
+	ids, err := b.ListActive(t.Context())
+	if err != nil {
+		t.Fatalf("ListActive: %v", err)
+	}
+	if !slices.Contains(ids, "raced") {
+		t.Errorf("ListActive = %v: the terminated upload with a pending upload.terminated event is missing", ids)
+	}
+}
+
+// TestOutboxSurvivesNewStore checks that a pending event, and the listing of
+// its terminal record, survive a new process (a new client and store on the
+// same keys).
+func TestOutboxSurvivesNewStore(t *testing.T) {
+	prefix := newPrefix(t, newClient(t))
+	client := newClient(t)
+	first := redisstore.New(client, prefix)
+	now := time.Now()
+	u := &store.Upload{ID: "kept", State: store.StateReceiving}
+	u.EnableWebhooks(now)
+	if err := first.Create(t.Context(), u); err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	if _, err := first.Update(t.Context(), "kept", func(u *store.Upload) error {
+		return u.Fail(store.ReasonDataLost, "gone", now)
+	}); err != nil {
+		t.Fatalf("Fail: %v", err)
+	}
+	if err := client.Close(); err != nil {
+		t.Fatal(err)
+	}
+	second := redisstore.New(newClient(t), prefix)
+	ids, err := second.ListActive(t.Context())
+	if err != nil || !slices.Equal(ids, []string{"kept"}) {
+		t.Fatalf("ListActive in the new store = %v, %v; want [kept]", ids, err)
+	}
+	got, err := second.Get(t.Context(), "kept")
+	if err != nil {
+		t.Fatalf("Get: %v", err)
+	}
+	if len(got.Outbox) != 2 || got.Outbox[0].ID != u.Outbox[0].ID || got.Outbox[1].Type != store.EventUploadFailed {
+		t.Errorf("outbox in the new store = %+v; want upload.created (same id), upload.failed", got.Outbox)
 	}
 }

@@ -34,6 +34,10 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ConcurrentUpdates", testConcurrentUpdates},
 		{"ConcurrentClaim", testConcurrentClaim},
 		{"ListActive", testListActive},
+		{"ListActiveOutbox", testListActiveOutbox},
+		{"OutboxTransitions", testOutboxTransitions},
+		{"ConcurrentEventClaim", testConcurrentEventClaim},
+		{"ConcurrentAckAndEvent", testConcurrentAckAndEvent},
 		{"Delete", testDelete},
 		{"Ping", testPing},
 		{"CancelledContext", testCancelledContext},
@@ -89,6 +93,32 @@ func FullUpload(id string) *store.Upload {
 		Owner:              "user-7",
 		CreatedAt:          base,
 		UpdatedAt:          base.Add(time.Second),
+		Webhooks:           true,
+		Outbox: []store.Event{
+			FullEvent("evt_full"),
+			{ID: "evt_second", Type: store.EventUploadTerminated, CreatedAt: base.Add(3 * time.Second), State: store.StateTerminated},
+		},
+	}
+}
+
+// FullEvent returns a webhook event with every field set to a non-zero value.
+func FullEvent(id string) store.Event {
+	return store.Event{
+		ID:             id,
+		Type:           store.EventUploadFailed,
+		CreatedAt:      base.Add(2 * time.Second),
+		State:          store.StateFailed,
+		Size:           123 << 20,
+		SizeDeferred:   true,
+		Received:       60 << 20,
+		DeliveredBytes: 55 << 20,
+		VideoID:        "vi4k0jvEUuaTdRAEjQ4Jfrgz",
+		Assets:         store.Assets{Player: "https://embed.api.video/vod/vi4k0jvEUuaTdRAEjQ4Jfrgz"},
+		Error:          store.Failure{Reason: store.ReasonRejectedByAPIVideo, Message: "bad file"},
+		Attempts:       4,
+		NextAttempt:    base.Add(time.Minute),
+		LastError:      "HTTP 503 Service Unavailable",
+		Lease:          store.Lease{Owner: "gw-a", Until: base.Add(30 * time.Second)},
 	}
 }
 
@@ -120,6 +150,15 @@ func normalize(u *store.Upload) *store.Upload {
 	for k, l := range c.InFlight {
 		utc(&l.Until)
 		c.InFlight[k] = l
+	}
+	for i := range c.Outbox {
+		e := &c.Outbox[i]
+		utc(&e.CreatedAt)
+		utc(&e.NextAttempt)
+		utc(&e.Lease.Until)
+	}
+	if len(c.Outbox) == 0 {
+		c.Outbox = nil
 	}
 	if len(c.Delivered) == 0 {
 		c.Delivered = nil
@@ -188,13 +227,19 @@ func testRoundTrip(t *testing.T, s store.Store) {
 			t.Fatalf("FullUpload leaves field %s zero; set it so the round trip covers it", v.Type().Field(i).Name)
 		}
 	}
+	v = reflect.ValueOf(full.Outbox[0])
+	for i := range v.NumField() {
+		if v.Field(i).IsZero() {
+			t.Fatalf("FullEvent leaves field %s zero; set it so the round trip covers it", v.Type().Field(i).Name)
+		}
+	}
 	tests := []struct {
 		name string
 		u    *store.Upload
 	}{
 		{"every field set", full},
 		{"zero values", &store.Upload{ID: "zero"}},
-		{"empty maps and slices", &store.Upload{ID: "empty", State: store.StateReceiving, Delivered: []int{}, InFlight: map[int]store.Lease{}, Metadata: map[string]string{}}},
+		{"empty maps and slices", &store.Upload{ID: "empty", State: store.StateReceiving, Delivered: []int{}, InFlight: map[int]store.Lease{}, Metadata: map[string]string{}, Outbox: []store.Event{}}},
 		{"terminal", &store.Upload{ID: "failed", State: store.StateFailed, Error: &store.Failure{Reason: store.ReasonTokenExpired}}},
 	}
 	for _, tt := range tests {
@@ -230,6 +275,7 @@ func testCopies(t *testing.T, s store.Store) {
 		u.InFlight[2] = store.Lease{Owner: "thief"}
 		u.Metadata["tenant"] = "evil"
 		u.Error.Message = "changed"
+		u.Outbox[0].Attempts = 99
 	}
 	mutate(in)
 	assertEqual(t, mustGet(t, s, "copies"), want)
@@ -413,6 +459,162 @@ func testListActive(t *testing.T, s store.Store) {
 	// Leaving a terminal state (an operator fix) puts the id back.
 	mustUpdate(t, s, "done", func(u *store.Upload) error { u.State = store.StateReceiving; return nil })
 	check("done")
+}
+
+// testListActiveOutbox checks the outbox rule of ListActive: a terminal
+// upload stays listed while it holds webhook events, and leaves the list
+// with its last one.
+func testListActiveOutbox(t *testing.T, s store.Store) {
+	check := func(want ...string) {
+		t.Helper()
+		got := activeSet(t, s)
+		if !maps.Equal(got, setOf(want)) {
+			t.Errorf("ListActive = %v, want %v", slices.Sorted(maps.Keys(got)), slices.Sorted(slices.Values(want)))
+		}
+	}
+	now := base
+	hooked := func(id string) *store.Upload {
+		u := newUpload(id, store.MinPartSize+1)
+		u.EnableWebhooks(now)
+		return u
+	}
+	// Created terminal with a pending event: listed from the start.
+	done := &store.Upload{ID: "done-pending", State: store.StateDelivered, Outbox: []store.Event{{ID: "evt_1", Type: store.EventVideoDelivered}}}
+	mustCreate(t, s, done)
+	mustCreate(t, s, hooked("hooked"))
+	mustCreate(t, s, newUpload("plain", 1))
+	check("done-pending", "hooked", "plain")
+
+	// Failing queues upload.failed: the terminal record stays listed.
+	got := mustUpdate(t, s, "hooked", func(u *store.Upload) error { return u.Fail(store.ReasonTokenRejected, "401", now) })
+	if n := len(got.Outbox); n != 2 {
+		t.Fatalf("outbox after Fail holds %d events, want 2 (created, failed)", n)
+	}
+	// Without webhooks, failing leaves the list as before.
+	mustUpdate(t, s, "plain", func(u *store.Upload) error { return u.Fail(store.ReasonTokenRejected, "401", now) })
+	check("done-pending", "hooked")
+
+	// Acknowledging all but the last keeps it; the last one takes it out.
+	mustUpdate(t, s, "hooked", func(u *store.Upload) error { return u.AckEvent(got.Outbox[0].ID) })
+	check("done-pending", "hooked")
+	mustUpdate(t, s, "hooked", func(u *store.Upload) error { return u.DropEvent(got.Outbox[1].ID) })
+	check("done-pending")
+	assertEqual(t, mustGet(t, s, "hooked"), func() *store.Upload {
+		w := got.Clone()
+		w.Outbox = nil
+		return w
+	}())
+
+	// A terminated upload queues upload.terminated: back in the list.
+	mustUpdate(t, s, "hooked", func(u *store.Upload) error { return u.Terminate(now) })
+	check("done-pending", "hooked")
+	mustUpdate(t, s, "done-pending", func(u *store.Upload) error { return u.AckEvent("evt_1") })
+	check("hooked")
+}
+
+// testOutboxTransitions runs the delivery bookkeeping through the store.
+func testOutboxTransitions(t *testing.T, s store.Store) {
+	now := base
+	u := newUpload("ob", 1)
+	u.EnableWebhooks(now)
+	mustCreate(t, s, u)
+	got := mustGet(t, s, "ob")
+	ev, _, ok := got.NextEvent("gw-a", now)
+	if !ok || ev.Type != store.EventUploadCreated || ev.ID == "" {
+		t.Fatalf("NextEvent after Create = %+v, %t; want upload.created", ev, ok)
+	}
+	until := now.Add(time.Minute)
+	mustUpdate(t, s, "ob", func(u *store.Upload) error { return u.ClaimEvent(ev.ID, "gw-a", until, now) })
+	if _, err := s.Update(t.Context(), "ob", func(u *store.Upload) error { return u.ClaimEvent(ev.ID, "gw-b", until, now) }); !errors.Is(err, store.ErrConflict) {
+		t.Errorf("claim of a leased event by another owner: got %v, want ErrConflict", err)
+	}
+	next := now.Add(10 * time.Second)
+	got = mustUpdate(t, s, "ob", func(u *store.Upload) error { return u.RetryEvent(ev.ID, "gw-a", next, "HTTP 500") })
+	if e := got.Outbox[0]; e.Attempts != 1 || !e.NextAttempt.Equal(next) || e.LastError != "HTTP 500" || e.Lease != (store.Lease{}) {
+		t.Errorf("after RetryEvent: %+v; want 1 attempt, next %v, the error, no lease", e, next)
+	}
+	assertEqual(t, mustGet(t, s, "ob"), got)
+	if _, at, ok := mustGet(t, s, "ob").NextEvent("gw-b", now); ok || !at.Equal(next) {
+		t.Errorf("NextEvent before the retry time: ok %t, at %v; want false, %v", ok, at, next)
+	}
+	mustUpdate(t, s, "ob", func(u *store.Upload) error { return u.ClaimEvent(ev.ID, "gw-b", next.Add(time.Minute), next) })
+	mustUpdate(t, s, "ob", func(u *store.Upload) error { return u.AckEvent(ev.ID) })
+	if _, err := s.Update(t.Context(), "ob", func(u *store.Upload) error { return u.AckEvent(ev.ID) }); !errors.Is(err, store.ErrConflict) {
+		t.Errorf("second AckEvent: got %v, want ErrConflict", err)
+	}
+	if got := mustGet(t, s, "ob"); len(got.Outbox) != 0 {
+		t.Errorf("outbox after AckEvent = %+v, want empty", got.Outbox)
+	}
+}
+
+// testConcurrentEventClaim checks that only one of several dispatchers
+// claims an event.
+func testConcurrentEventClaim(t *testing.T, s store.Store) {
+	const owners = 8
+	u := newUpload("evclaim", 1)
+	u.EnableWebhooks(base)
+	mustCreate(t, s, u)
+	id := u.Outbox[0].ID
+	var wg sync.WaitGroup
+	results := make([]error, owners)
+	for i := range owners {
+		wg.Go(func() {
+			_, results[i] = s.Update(t.Context(), "evclaim", func(u *store.Upload) error {
+				return u.ClaimEvent(id, fmt.Sprintf("gw-%d", i), base.Add(time.Minute), base)
+			})
+		})
+	}
+	wg.Wait()
+	won := 0
+	for i, err := range results {
+		switch {
+		case err == nil:
+			won++
+		case !errors.Is(err, store.ErrConflict):
+			t.Errorf("owner %d: got %v, want ErrConflict", i, err)
+		}
+	}
+	if won != 1 {
+		t.Errorf("%d owners claimed the event, want 1", won)
+	}
+}
+
+// testConcurrentAckAndEvent races the acknowledgement of a failed upload's
+// last event (which takes it out of ListActive) with its termination (which
+// queues a new event and keeps it in): whatever the order, a record with a
+// pending event ends up listed.
+func testConcurrentAckAndEvent(t *testing.T, s store.Store) {
+	const rounds = 20
+	for i := range rounds {
+		id := fmt.Sprintf("race-%d", i)
+		u := newUpload(id, 1)
+		u.EnableWebhooks(base)
+		if err := u.Fail(store.ReasonTokenRejected, "401", base); err != nil {
+			t.Fatal(err)
+		}
+		u.Outbox = u.Outbox[1:] // only upload.failed is left
+		mustCreate(t, s, u)
+		evID := u.Outbox[0].ID
+		var wg sync.WaitGroup
+		var ackErr, termErr error
+		wg.Go(func() {
+			_, ackErr = s.Update(t.Context(), id, func(u *store.Upload) error { return u.AckEvent(evID) })
+		})
+		wg.Go(func() {
+			_, termErr = s.Update(t.Context(), id, func(u *store.Upload) error { return u.Terminate(base) })
+		})
+		wg.Wait()
+		if ackErr != nil || termErr != nil {
+			t.Fatalf("round %d: ack: %v, terminate: %v", i, ackErr, termErr)
+		}
+		got := mustGet(t, s, id)
+		if len(got.Outbox) != 1 || got.Outbox[0].Type != store.EventUploadTerminated {
+			t.Fatalf("round %d: outbox %+v, want upload.terminated alone", i, got.Outbox)
+		}
+		if !activeSet(t, s)[id] {
+			t.Fatalf("round %d: a terminated upload with a pending event is not listed by ListActive", i)
+		}
+	}
 }
 
 func setOf(ids []string) map[string]bool {
