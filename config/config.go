@@ -103,6 +103,13 @@ type Config struct {
 	// AllowedFileTypes are the filetype prefixes accepted when a grant names
 	// none; "*" = any. Flag --allowed-file-types, default video/.
 	AllowedFileTypes []string
+	// WebhookURL receives the upload events (upload.created, …) as signed
+	// JSON POSTs. May carry credentials: log Redacted. Flag --webhook-url,
+	// default "" = no webhooks.
+	WebhookURL string
+	// WebhookSecret signs webhook bodies (X-Tusgate-Signature). A secret,
+	// required with WebhookURL, at least 32 bytes. Flag --webhook-secret.
+	WebhookSecret string
 	// APIVideoURL is the base URL of the api.video API, an absolute http(s)
 	// URL. Flag --apivideo-url, default "https://ws.api.video".
 	APIVideoURL string
@@ -282,6 +289,8 @@ func (c *Config) settings() []setting {
 		withDisplay(str("auth-hook-url", "URL", "POST each upload creation to this URL for a decision (2xx allows, 4xx refuses with its message, no answer refuses with 503)", &c.AuthHookURL), displayURL),
 		duration("auth-hook-timeout", "time allowed to each auth hook call", &c.AuthHookTimeout),
 		withDisplay(str("auth-hook-secret", "SECRET", "sign auth hook requests with this secret (X-Tusgate-Signature: hex HMAC-SHA256 of the body), at least 32 bytes (secret)", &c.AuthHookSecret), displaySecret),
+		withDisplay(str("webhook-url", "URL", "send upload events (upload.created, upload.received, video.delivered, upload.failed, upload.terminated) as signed JSON POSTs to this URL; empty = no webhooks", &c.WebhookURL), displayURL),
+		withDisplay(str("webhook-secret", "SECRET", "sign webhook bodies with this secret (X-Tusgate-Signature: hex HMAC-SHA256 of the body), at least 32 bytes, required with --webhook-url (secret)", &c.WebhookSecret), displaySecret),
 		list("allowed-file-types", "comma-separated filetype prefixes accepted when the grant names none, e.g. video/,audio/mp4; * = any", &c.AllowedFileTypes),
 		str("instance-id", "ID", "identifies this process's leases in the state store; unique per instance", &c.InstanceID),
 		str("log-level", "LEVEL", "minimum level logged: debug, info, warn or error", &c.LogLevel),
@@ -661,6 +670,19 @@ func (c Config) problems() []error {
 		}
 	} else if c.AuthHookSecret != "" {
 		bad("auth-hook-secret", displaySecret(c.AuthHookSecret), "needs --auth-hook-url")
+	}
+	switch {
+	case c.WebhookURL != "":
+		if u, err := url.Parse(c.WebhookURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("webhook-url", displayURL(c.WebhookURL), "must be an absolute http(s) URL, e.g. https://platform.example/hooks/tusgate")
+		}
+		if c.WebhookSecret == "" {
+			bad("webhook-url", displayURL(c.WebhookURL), "needs --webhook-secret, so the platform can verify the events")
+		} else if len(c.WebhookSecret) < MinSecretLength {
+			bad("webhook-secret", displaySecret(c.WebhookSecret), fmt.Sprintf("must be at least %d bytes (use e.g. openssl rand -hex 32)", MinSecretLength))
+		}
+	case c.WebhookSecret != "":
+		bad("webhook-secret", displaySecret(c.WebhookSecret), "needs --webhook-url")
 	}
 	if c.AuthHookTimeout <= 0 {
 		bad("auth-hook-timeout", formatDuration(c.AuthHookTimeout), "must be positive")

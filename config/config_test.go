@@ -130,6 +130,8 @@ var settingCases = []struct {
 	{"auth-hook-url", "https://platform.example/authorize", func(c config.Config) any { return c.AuthHookURL }, "https://platform.example/authorize"},
 	{"auth-hook-timeout", "2s", func(c config.Config) any { return c.AuthHookTimeout }, 2 * time.Second},
 	{"auth-hook-secret", strings.Repeat("h", 40), func(c config.Config) any { return c.AuthHookSecret }, strings.Repeat("h", 40)},
+	{"webhook-url", "https://platform.example/hooks", func(c config.Config) any { return c.WebhookURL }, "https://platform.example/hooks"},
+	{"webhook-secret", strings.Repeat("w", 32), func(c config.Config) any { return c.WebhookSecret }, strings.Repeat("w", 32)},
 	{"allowed-file-types", "video/, audio/mp4", func(c config.Config) any { return c.AllowedFileTypes }, []string{"video/", "audio/mp4"}},
 	{"s3-bucket", "videos.example-1", func(c config.Config) any { return c.S3Bucket }, "videos.example-1"},
 	{"s3-endpoint", "http://127.0.0.1:9000", func(c config.Config) any { return c.S3Endpoint }, "http://127.0.0.1:9000"},
@@ -144,6 +146,8 @@ var settingNeeds = map[string][]string{
 	"s3-region":        {"--s3-bucket", "videos"},
 	"s3-prefix":        {"--s3-bucket", "videos"},
 	"auth-hook-secret": {"--auth-hook-url", "https://platform.example/authorize"},
+	"webhook-url":      {"--webhook-secret", "0123456789abcdef0123456789abcdef"},
+	"webhook-secret":   {"--webhook-url", "https://platform.example/hooks"},
 }
 
 func TestEachSettingByFlagAndEnv(t *testing.T) {
@@ -317,6 +321,10 @@ func TestInvalid(t *testing.T) {
 		{args: []string{"--grant-secret", "short"}, want: "--grant-secret [REDACTED]: must be at least 32 bytes"},
 		{args: []string{"--auth-hook-url", "platform.example"}, want: "--auth-hook-url platform.example: must be an absolute http(s) URL"},
 		{args: []string{"--auth-hook-secret", strings.Repeat("h", 40)}, want: "--auth-hook-secret [REDACTED]: needs --auth-hook-url"},
+		{args: []string{"--webhook-url", "https://platform.example/hooks"}, want: "--webhook-url https://platform.example/hooks: needs --webhook-secret"},
+		{args: []string{"--webhook-secret", "short", "--webhook-url", "https://p.example/h"}, want: "--webhook-secret [REDACTED]: must be at least 32 bytes"},
+		{args: []string{"--webhook-secret", strings.Repeat("w", 32)}, want: "--webhook-secret [REDACTED]: needs --webhook-url"},
+		{args: []string{"--webhook-url", "ftp://p.example/h", "--webhook-secret", strings.Repeat("w", 32)}, want: "--webhook-url ftp://p.example/h: must be an absolute http(s) URL"},
 		{args: []string{"--auth-hook-timeout", "0s"}, want: "--auth-hook-timeout 0s: must be positive"},
 		{args: []string{"--allowed-file-types", " , "}, want: `--allowed-file-types " , ": must list at least one prefix`},
 		{args: []string{"--allowed-file-types", "video/,a b"}, want: `must be printable ASCII without spaces`},

@@ -79,6 +79,10 @@ type Config struct {
 	Registerer prometheus.Registerer
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
+	// Changed, when set, is told of every upload the forwarder delivered or
+	// failed (the webhook dispatcher: their events wait in the record). It
+	// must not block.
+	Changed func(id string)
 	// Logger receives the forwarder's logs. Default zap.NewNop().
 	Logger *zap.Logger
 }
@@ -458,6 +462,9 @@ func (f *Forwarder) fail(ctx context.Context, u *store.Upload, reason, msg strin
 		return u
 	}
 	f.log.Warn("upload failed", zap.String("id", u.ID), zap.String("reason", reason), zap.String("message", msg))
+	if f.cfg.Changed != nil {
+		f.cfg.Changed(u.ID)
+	}
 	f.m.failures.WithLabelValues("permanent").Inc()
 	if reason == store.ReasonDeadlineMissed {
 		f.m.deadlineMisses.Inc()

@@ -571,7 +571,13 @@ func TestMetrics(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	e := newEnv(t, forwarder.Config{})
 	e.stop()
-	e.start(forwarder.Config{Registerer: reg})
+	var changedMu sync.Mutex
+	changed := map[string]int{}
+	e.start(forwarder.Config{Registerer: reg, Changed: func(id string) {
+		changedMu.Lock()
+		changed[id]++
+		changedMu.Unlock()
+	}})
 	tok := e.emu.CreateToken(0)
 	e.emu.FailNext(1, apivideotest.StatusFault(http.StatusServiceUnavailable))
 	e.addUpload("ok", tok, randomBytes(21, 11*MiB), 11*MiB, func(u *store.Upload) {
@@ -583,6 +589,11 @@ func TestMetrics(t *testing.T) {
 	e.waitUpload("ok", "delivered", delivered)
 	e.waitUpload("late", "failed", func(u *store.Upload) bool { return u.State == store.StateFailed })
 
+	changedMu.Lock()
+	if changed["ok"] != 1 || changed["late"] != 1 || len(changed) != 2 {
+		t.Errorf("Changed calls: got %v, want one for the delivered and one for the failed upload", changed)
+	}
+	changedMu.Unlock()
 	if got := metricValue(t, reg, "tusgate_parts_delivered_total"); got != 3 {
 		t.Errorf("parts delivered: got %v, want 3", got)
 	}

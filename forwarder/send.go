@@ -244,6 +244,9 @@ func (f *Forwarder) deliver(ctx context.Context, log *zap.Logger, u *store.Uploa
 	}
 	if saved.State == store.StateDelivered {
 		log.Info("upload delivered", zap.String("videoId", saved.VideoID), zap.Int("parts", len(saved.Delivered)))
+		if f.cfg.Changed != nil {
+			f.cfg.Changed(saved.ID)
+		}
 	}
 }
 

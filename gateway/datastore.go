@@ -239,6 +239,9 @@ func (d *dataStore) NewUpload(ctx context.Context, info handler.FileInfo) (handl
 	if len(c.extra) > 0 {
 		rec.Metadata = c.extra
 	}
+	if g.cfg.Webhooks {
+		rec.EnableWebhooks(now)
+	}
 	if err := g.st.Create(ctx, rec); err != nil {
 		g.logger(ctx).Error("create upload record", zap.String("id", info.ID), zap.Error(err))
 		if terr := g.be.AsTerminatableUpload(up).Terminate(ctx); terr != nil {

@@ -114,6 +114,9 @@ type Config struct {
 	// when the grant names none. Default DefaultAllowedFileTypes ("video/");
 	// "*" allows any. A creation without a filetype is accepted.
 	AllowedFileTypes []string
+	// Webhooks queues webhook events (package webhook) in the records of
+	// new uploads, from upload.created on.
+	Webhooks bool
 	// TokenRequired makes the `token` metadata mandatory at creation
 	// (delegated-only mode, no API key configured).
 	TokenRequired bool

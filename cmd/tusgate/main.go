@@ -34,6 +34,7 @@ import (
 	"github.com/tusgate/tusgate/store/boltstore"
 	"github.com/tusgate/tusgate/store/redislock"
 	"github.com/tusgate/tusgate/store/redisstore"
+	"github.com/tusgate/tusgate/webhook"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -97,8 +98,21 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
+	// The dispatcher runs even without --webhook-url: it drops the events
+	// of records created while webhooks were on, once they are too old.
+	hooks, err := webhook.New(webhook.Config{
+		URL:        cfg.WebhookURL,
+		Secret:     []byte(cfg.WebhookSecret),
+		Owner:      cfg.InstanceID,
+		Registerer: reg,
+		Logger:     log.Named("webhook"),
+	}, st)
+	if err != nil {
+		return fmt.Errorf("webhooks: %w", err)
+	}
 	var fwd *forwarder.Forwarder
 	gw, err := gateway.New(gateway.Config{
+		Webhooks:         cfg.WebhookURL != "",
 		Grants:           grants,
 		AuthHook:         hook,
 		AllowedFileTypes: cfg.AllowedFileTypes,
@@ -125,7 +139,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Registerer:              reg,
 		Gatherer:                reg,
 		Logger:                  log.Named("gateway"),
-	}, st, notifyFunc(func(id string) { fwd.Notify(id) }))
+	}, st, notifyFunc(func(id string) {
+		fwd.Notify(id)
+		hooks.Notify(id)
+	}))
 	if err != nil {
 		return err
 	}
@@ -137,6 +154,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		TokenTTL:      cfg.TokenTTL,
 		Registerer:    reg,
 		Logger:        log.Named("forwarder"),
+		Changed:       hooks.Notify,
 	}
 	if cfg.APIVideoAPIKey != "" {
 		fcfg.Minter = client
@@ -166,10 +184,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 	fwdCtx, stopFwd := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
-	wg.Add(4)
+	wg.Add(5)
 	go func() {
 		defer wg.Done()
 		_ = fwd.Run(fwdCtx)
+	}()
+	go func() {
+		defer wg.Done()
+		_ = hooks.Run(fwdCtx)
 	}()
 	go func() {
 		defer wg.Done()
