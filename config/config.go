@@ -169,6 +169,10 @@ type Config struct {
 	// address may have at a time (counted in memory per instance), 0 = no
 	// limit. Flag --max-open-uploads-per-client, default 100.
 	MaxOpenUploadsPerClient int
+	// MaxOpenUploadsPerSubject is how many incomplete uploads one grant
+	// subject (user) may have at a time, per instance; 0 = no limit. Flag
+	// --max-open-uploads-per-subject, default 100.
+	MaxOpenUploadsPerSubject int
 	// CreateRate is how many upload creations per second one client address
 	// may make after its burst (counted in memory per instance), 0 = no
 	// limit. Flag --create-rate (10, 10/s, 600/m, 36000/h), default 10/s.
@@ -209,31 +213,32 @@ func Default() Config {
 		host = "tusgate-" + rand.Text()[:8]
 	}
 	return Config{
-		Listen:                  ":8080",
-		DataDir:                 "./data",
-		APIVideoURL:             "https://ws.api.video",
-		PartSize:                50 * mib,
-		Workers:                 max(4, 2*runtime.NumCPU()),
-		ParallelParts:           2,
-		BasePath:                "/files/",
-		CompletionWindow:        24 * time.Hour,
-		MaxSize:                 MaxUploadSize,
-		TokenTTL:                time.Hour,
-		ShutdownTimeout:         20 * time.Second,
-		LeaseDuration:           30 * time.Second,
-		LockExpiry:              10 * time.Second,
-		AuthHookTimeout:         5 * time.Second,
-		AllowedFileTypes:        []string{"video/"},
-		IdleTimeout:             time.Minute,
-		UploadExpiry:            24 * time.Hour,
-		NetworkTimeout:          60 * time.Second,
-		InstanceID:              host,
-		MaxOpenUploadsPerClient: 100,
-		CreateRate:              10,
-		CreateBurst:             20,
-		MaxMetadataSize:         4 * kib,
-		LogLevel:                "info",
-		LogFormat:               "json",
+		Listen:                   ":8080",
+		DataDir:                  "./data",
+		APIVideoURL:              "https://ws.api.video",
+		PartSize:                 50 * mib,
+		Workers:                  max(4, 2*runtime.NumCPU()),
+		ParallelParts:            2,
+		BasePath:                 "/files/",
+		CompletionWindow:         24 * time.Hour,
+		MaxSize:                  MaxUploadSize,
+		TokenTTL:                 time.Hour,
+		ShutdownTimeout:          20 * time.Second,
+		LeaseDuration:            30 * time.Second,
+		LockExpiry:               10 * time.Second,
+		AuthHookTimeout:          5 * time.Second,
+		AllowedFileTypes:         []string{"video/"},
+		IdleTimeout:              time.Minute,
+		UploadExpiry:             24 * time.Hour,
+		NetworkTimeout:           60 * time.Second,
+		InstanceID:               host,
+		MaxOpenUploadsPerClient:  100,
+		MaxOpenUploadsPerSubject: 100,
+		CreateRate:               10,
+		CreateBurst:              20,
+		MaxMetadataSize:          4 * kib,
+		LogLevel:                 "info",
+		LogFormat:                "json",
 	}
 }
 
@@ -280,6 +285,7 @@ func (c *Config) settings() []setting {
 		duration("upload-expiry", "an incomplete upload with no new bytes for this long is abandoned and deleted (tus Upload-Expires)", &c.UploadExpiry),
 		duration("network-timeout", "a client that sends no byte of an upload for this long is cut off (the bytes received are kept), at least 1s", &c.NetworkTimeout),
 		integer("max-open-uploads-per-client", "incomplete uploads one client address may have at a time (per instance); 0 = no limit", &c.MaxOpenUploadsPerClient),
+		integer("max-open-uploads-per-subject", "with --grant-secret: incomplete uploads one user (grant subject) may have at a time (per instance); 0 = no limit", &c.MaxOpenUploadsPerSubject),
 		rate("create-rate", "upload creations per second one client address may make after its burst (per instance): 10, 10/s, 600/m; 0 = no limit", &c.CreateRate),
 		integer("create-burst", "upload creations one client address may make at once before --create-rate applies, at least 1", &c.CreateBurst),
 		size("max-metadata-size", "largest Upload-Metadata header accepted at creation, 256 bytes..1MiB", &c.MaxMetadataSize),
@@ -745,6 +751,9 @@ func (c Config) problems() []error {
 	}
 	if c.NetworkTimeout < time.Second {
 		bad("network-timeout", formatDuration(c.NetworkTimeout), "must be at least 1s")
+	}
+	if c.MaxOpenUploadsPerSubject < 0 {
+		bad("max-open-uploads-per-subject", strconv.Itoa(c.MaxOpenUploadsPerSubject), "must be 0 (no limit) or more")
 	}
 	if c.MaxOpenUploadsPerClient < 0 {
 		bad("max-open-uploads-per-client", strconv.Itoa(c.MaxOpenUploadsPerClient), "must be 0 (no limit) or more")

@@ -116,6 +116,7 @@ var settingCases = []struct {
 	{"upload-expiry", "168h", func(c config.Config) any { return c.UploadExpiry }, 168 * time.Hour},
 	{"network-timeout", "2m", func(c config.Config) any { return c.NetworkTimeout }, 2 * time.Minute},
 	{"max-open-uploads-per-client", "0", func(c config.Config) any { return c.MaxOpenUploadsPerClient }, 0},
+	{"max-open-uploads-per-subject", "7", func(c config.Config) any { return c.MaxOpenUploadsPerSubject }, 7},
 	{"create-rate", "120/m", func(c config.Config) any { return c.CreateRate }, 2.0},
 	{"create-burst", "5", func(c config.Config) any { return c.CreateBurst }, 5},
 	{"max-metadata-size", "16KiB", func(c config.Config) any { return c.MaxMetadataSize }, int64(16 << 10)},

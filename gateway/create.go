@@ -50,6 +50,10 @@ type requestState struct {
 	// reserved whether it holds an open-upload slot no upload took yet.
 	client   string
 	reserved bool
+	// subject is the grant subject of a creation, and subjectReserved
+	// whether it holds an open-upload slot no upload took yet.
+	subject         string
+	subjectReserved bool
 	// status is the final status code of the response, once written.
 	status int
 }
@@ -160,6 +164,18 @@ func (g *Gateway) tusGuard(next http.Handler) http.Handler {
 					g.open.cancel(key)
 				}
 			}()
+			if grant != nil {
+				if err := g.reserveOpenForSubject(r.Context(), grant.Subject); err != nil {
+					writeTusError(w, r, err)
+					return
+				}
+				rs.subject, rs.subjectReserved = grant.Subject, true
+				defer func() {
+					if rs.subjectReserved {
+						g.openSubj.cancel(grant.Subject)
+					}
+				}()
+			}
 		case id != "" && r.Method == http.MethodDelete && g.cfg.Grants != nil:
 			grant, err := g.grantFor(r, false)
 			if err == nil {

@@ -257,6 +257,10 @@ func (d *dataStore) NewUpload(ctx context.Context, info handler.FileInfo) (handl
 		g.open.commit(rs.client, info.ID, now)
 		rs.reserved = false
 	}
+	if rs.subjectReserved {
+		g.openSubj.commit(rs.subject, info.ID, now)
+		rs.subjectReserved = false
+	}
 	rs.record = rec.Clone()
 	g.setExpires(ctx, rs)
 	// The forwarder tracks the token deadline from the start.

@@ -177,6 +177,12 @@ type Config struct {
 	// restart; instances behind one load balancer count separately).
 	// Default (0) 100; negative: no limit.
 	MaxOpenUploadsPerClient int
+	// MaxOpenUploadsPerSubject bounds, with Grants, the incomplete uploads
+	// one grant subject (user) may have created at a time, counted like
+	// MaxOpenUploadsPerClient (in memory, per instance): one more creation
+	// gets 429 "too many open uploads for this user". Default (0) 100;
+	// negative: no limit.
+	MaxOpenUploadsPerSubject int
 	// CreateRate bounds upload creations per client address, in creations
 	// per second (a token bucket per address holding CreateBurst
 	// creations); beyond it, creation gets 429 with Retry-After. Counted in
@@ -237,6 +243,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.MaxOpenUploadsPerClient == 0 {
 		c.MaxOpenUploadsPerClient = 100
+	}
+	if c.MaxOpenUploadsPerSubject == 0 {
+		c.MaxOpenUploadsPerSubject = 100
 	}
 	if c.CreateRate == 0 {
 		c.CreateRate = 10
@@ -349,8 +358,10 @@ type Gateway struct {
 	live sync.Map
 	// open counts the incomplete uploads of each client address; creates
 	// limits the creation rate of each.
-	open    *openUploads
-	creates *rateLimiter
+	open *openUploads
+	// openSubj counts open uploads per grant subject.
+	openSubj *openUploads
+	creates  *rateLimiter
 
 	mu       sync.Mutex
 	shutdown bool
@@ -384,6 +395,7 @@ func New(cfg Config, st store.Store, n Notifier) (*Gateway, error) {
 		locker:   cfg.Locker,
 		releases: newReleaseGate(),
 		open:     newOpenUploads(cfg.MaxOpenUploadsPerClient),
+		openSubj: newOpenUploads(cfg.MaxOpenUploadsPerSubject),
 		creates:  newRateLimiter(cfg.CreateRate, cfg.CreateBurst),
 	}
 	g.cors, _ = corsConfig(cfg.CORSOrigins)

@@ -255,3 +255,33 @@ func asHTTPError(err error, target **tusclient.HTTPError) bool {
 	}
 	return ok
 }
+
+// A grant subject may hold MaxOpenUploadsPerSubject incomplete uploads at
+// a time, whatever address it comes from; finishing one frees a slot.
+func TestOpenUploadsPerSubject(t *testing.T) {
+	t.Parallel()
+	h := grantHarness(t, func(c *gateway.Config) { c.MaxOpenUploadsPerSubject = 2 })
+	alice, _ := h.grantClient(t, auth.Grant{Subject: "alice"})
+	bob, _ := h.grantClient(t, auth.Grant{Subject: "bob"})
+	meta := map[string]string{"filename": "a.mp4"}
+	first, err := alice.Create(t.Context(), h.endpoint, 3, meta)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.Create(t.Context(), h.endpoint, 3, meta); err != nil {
+		t.Fatal(err)
+	}
+	_, err = alice.Create(t.Context(), h.endpoint, 3, meta)
+	if tusclient.StatusCode(err) != http.StatusTooManyRequests || !strings.Contains(err.Error(), "too many open uploads for this user: at most 2") {
+		t.Fatalf("alice's third open upload: got %v, want 429 for this user", err)
+	}
+	if _, err := bob.Create(t.Context(), h.endpoint, 3, meta); err != nil {
+		t.Errorf("bob, from the same address: %v", err)
+	}
+	if _, err := alice.Patch(t.Context(), first, 0, strings.NewReader("abc"), 3, -1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.Create(t.Context(), h.endpoint, 3, meta); err != nil {
+		t.Errorf("alice after finishing one: %v", err)
+	}
+}

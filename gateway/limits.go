@@ -116,6 +116,14 @@ func errTooManyOpen(limit int) handler.Error {
 		http.StatusTooManyRequests)
 }
 
+// errTooManyOpenForSubject is the 429 of a creation beyond a grant
+// subject's open uploads.
+func errTooManyOpenForSubject(limit int) handler.Error {
+	return handler.NewError("ERR_TOO_MANY_OPEN_UPLOADS", fmt.Sprintf(
+		"too many open uploads for this user: at most %d incomplete uploads at a time; finish or delete (tus DELETE) one first", limit),
+		http.StatusTooManyRequests)
+}
+
 // errRateLimited is the 429 of a creation beyond the creation rate.
 func errRateLimited(rate float64, burst int, wait time.Duration) handler.Error {
 	secs := max(1, int64(math.Ceil(wait.Seconds())))
@@ -141,29 +149,51 @@ func (g *Gateway) admitCreation(key string) error {
 // seeing it (failed by the forwarder, deleted by another instance) when it
 // is at its limit. It returns the 429 when key is at its limit.
 func (g *Gateway) reserveOpen(ctx context.Context, key string) error {
-	if g.open.reserve(key) {
+	if err := g.reserveIn(ctx, g.open, key); err != nil {
+		g.logger(ctx).Info("upload creation refused: too many open uploads", zap.String("client", key),
+			zap.Int("limit", g.cfg.MaxOpenUploadsPerClient))
+		return errTooManyOpen(g.cfg.MaxOpenUploadsPerClient)
+	}
+	return nil
+}
+
+// reserveOpenForSubject is reserveOpen for a grant subject.
+func (g *Gateway) reserveOpenForSubject(ctx context.Context, subject string) error {
+	if err := g.reserveIn(ctx, g.openSubj, subject); err != nil {
+		g.logger(ctx).Info("upload creation refused: too many open uploads for the grant's subject",
+			zap.Int("limit", g.cfg.MaxOpenUploadsPerSubject))
+		return errTooManyOpenForSubject(g.cfg.MaxOpenUploadsPerSubject)
+	}
+	return nil
+}
+
+// errAtLimit means a key is at its open-upload limit.
+var errAtLimit = errors.New("at the open-upload limit")
+
+// reserveIn reserves a slot of tr for key, first forgetting the uploads of
+// key that ended without the gateway seeing it when key is at its limit.
+func (g *Gateway) reserveIn(ctx context.Context, tr *openUploads, key string) error {
+	if tr.reserve(key) {
 		return nil
 	}
 	now := g.cfg.Now()
-	for _, id := range g.open.pruneDue(key, now) {
+	for _, id := range tr.pruneDue(key, now) {
 		u, err := g.st.Get(ctx, id)
 		switch {
 		case errors.Is(err, store.ErrNotFound):
-			g.open.release(id)
+			tr.release(id)
 		case err != nil:
 			// The store is failing: keep counting what is known.
 			g.logger(ctx).Warn("open uploads: read upload record", zap.String("id", id), zap.Error(err))
-			return errTooManyOpen(g.cfg.MaxOpenUploadsPerClient)
+			return errAtLimit
 		case u.Complete, u.State.Terminal(), g.expired(ctx, u, now):
-			g.open.release(id)
+			tr.release(id)
 		}
 	}
-	if g.open.reserve(key) {
+	if tr.reserve(key) {
 		return nil
 	}
-	g.logger(ctx).Info("upload creation refused: too many open uploads", zap.String("client", key),
-		zap.Int("limit", g.cfg.MaxOpenUploadsPerClient))
-	return errTooManyOpen(g.cfg.MaxOpenUploadsPerClient)
+	return errAtLimit
 }
 
 // forget drops what the gateway keeps in memory about upload id once it
@@ -171,6 +201,7 @@ func (g *Gateway) reserveOpen(ctx context.Context, key string) error {
 func (g *Gateway) forget(id string) {
 	g.live.Delete(id)
 	g.open.release(id)
+	g.openSubj.release(id)
 }
 
 // openUploads counts the incomplete uploads each client address created
@@ -315,15 +346,17 @@ func (o *openUploads) stale(now time.Time, age time.Duration) []string {
 // not grow for ever. Its errors are state-store failures.
 func (g *Gateway) sweepOpen(ctx context.Context) error {
 	now := g.cfg.Now()
-	for _, id := range g.open.stale(now, g.cfg.UploadExpiry) {
-		u, err := g.st.Get(ctx, id)
-		switch {
-		case errors.Is(err, store.ErrNotFound):
-			g.open.release(id)
-		case err != nil:
-			return fmt.Errorf("check open upload %s: %w", id, err)
-		case u.Complete, u.State.Terminal(), g.expired(ctx, u, now):
-			g.open.release(id)
+	for _, tr := range []*openUploads{g.open, g.openSubj} {
+		for _, id := range tr.stale(now, g.cfg.UploadExpiry) {
+			u, err := g.st.Get(ctx, id)
+			switch {
+			case errors.Is(err, store.ErrNotFound):
+				tr.release(id)
+			case err != nil:
+				return fmt.Errorf("check open upload %s: %w", id, err)
+			case u.Complete, u.State.Terminal(), g.expired(ctx, u, now):
+				tr.release(id)
+			}
 		}
 	}
 	return nil
