@@ -173,6 +173,10 @@ type Config struct {
 	// subject (user) may have at a time, per instance; 0 = no limit. Flag
 	// --max-open-uploads-per-subject, default 100.
 	MaxOpenUploadsPerSubject int
+	// HeaderTimeout is how long a client may take to send a request's
+	// headers before the connection is closed (slow-header clients). Flag
+	// --header-timeout, default 30s, at least 1s.
+	HeaderTimeout time.Duration
 	// CreateRate is how many upload creations per second one client address
 	// may make after its burst (counted in memory per instance), 0 = no
 	// limit. Flag --create-rate (10, 10/s, 600/m, 36000/h), default 10/s.
@@ -234,6 +238,7 @@ func Default() Config {
 		InstanceID:               host,
 		MaxOpenUploadsPerClient:  100,
 		MaxOpenUploadsPerSubject: 100,
+		HeaderTimeout:            30 * time.Second,
 		CreateRate:               10,
 		CreateBurst:              20,
 		MaxMetadataSize:          4 * kib,
@@ -285,6 +290,7 @@ func (c *Config) settings() []setting {
 		duration("upload-expiry", "an incomplete upload with no new bytes for this long is abandoned and deleted (tus Upload-Expires)", &c.UploadExpiry),
 		duration("network-timeout", "a client that sends no byte of an upload for this long is cut off (the bytes received are kept), at least 1s", &c.NetworkTimeout),
 		integer("max-open-uploads-per-client", "incomplete uploads one client address may have at a time (per instance); 0 = no limit", &c.MaxOpenUploadsPerClient),
+		duration("header-timeout", "a client that takes longer to send a request's headers is disconnected, at least 1s", &c.HeaderTimeout),
 		integer("max-open-uploads-per-subject", "with --grant-secret: incomplete uploads one user (grant subject) may have at a time (per instance); 0 = no limit", &c.MaxOpenUploadsPerSubject),
 		rate("create-rate", "upload creations per second one client address may make after its burst (per instance): 10, 10/s, 600/m; 0 = no limit", &c.CreateRate),
 		integer("create-burst", "upload creations one client address may make at once before --create-rate applies, at least 1", &c.CreateBurst),
@@ -751,6 +757,9 @@ func (c Config) problems() []error {
 	}
 	if c.NetworkTimeout < time.Second {
 		bad("network-timeout", formatDuration(c.NetworkTimeout), "must be at least 1s")
+	}
+	if c.HeaderTimeout < time.Second {
+		bad("header-timeout", formatDuration(c.HeaderTimeout), "must be at least 1s")
 	}
 	if c.MaxOpenUploadsPerSubject < 0 {
 		bad("max-open-uploads-per-subject", strconv.Itoa(c.MaxOpenUploadsPerSubject), "must be 0 (no limit) or more")

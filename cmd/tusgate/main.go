@@ -176,7 +176,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	// it can resume from) when Shutdown cancels the requests' base context.
 	srv := &http.Server{
 		Handler:           gw.Handler(),
-		ReadHeaderTimeout: 30 * time.Second,
+		ReadHeaderTimeout: cfg.HeaderTimeout,
 		IdleTimeout:       2 * time.Minute,
 		BaseContext:       gw.BaseContext(context.WithoutCancel(ctx)),
 		ErrorLog:          zap.NewStdLog(log.Named("http")),
