@@ -177,6 +177,9 @@ type Config struct {
 	// headers before the connection is closed (slow-header clients). Flag
 	// --header-timeout, default 30s, at least 1s.
 	HeaderTimeout time.Duration
+	// KeepDelivered keeps the bytes of uploads api.video has every part of;
+	// by default they are removed at delivery. Flag --keep-delivered.
+	KeepDelivered bool
 	// CreateRate is how many upload creations per second one client address
 	// may make after its burst (counted in memory per instance), 0 = no
 	// limit. Flag --create-rate (10, 10/s, 600/m, 36000/h), default 10/s.
@@ -290,6 +293,7 @@ func (c *Config) settings() []setting {
 		duration("upload-expiry", "an incomplete upload with no new bytes for this long is abandoned and deleted (tus Upload-Expires)", &c.UploadExpiry),
 		duration("network-timeout", "a client that sends no byte of an upload for this long is cut off (the bytes received are kept), at least 1s", &c.NetworkTimeout),
 		integer("max-open-uploads-per-client", "incomplete uploads one client address may have at a time (per instance); 0 = no limit", &c.MaxOpenUploadsPerClient),
+		boolean("keep-delivered", "keep the bytes of delivered uploads in the data store (default: removed once api.video has every part)", &c.KeepDelivered),
 		duration("header-timeout", "a client that takes longer to send a request's headers is disconnected, at least 1s", &c.HeaderTimeout),
 		integer("max-open-uploads-per-subject", "with --grant-secret: incomplete uploads one user (grant subject) may have at a time (per instance); 0 = no limit", &c.MaxOpenUploadsPerSubject),
 		rate("create-rate", "upload creations per second one client address may make after its burst (per instance): 10, 10/s, 600/m; 0 = no limit", &c.CreateRate),

@@ -116,6 +116,7 @@ var settingCases = []struct {
 	{"upload-expiry", "168h", func(c config.Config) any { return c.UploadExpiry }, 168 * time.Hour},
 	{"network-timeout", "2m", func(c config.Config) any { return c.NetworkTimeout }, 2 * time.Minute},
 	{"max-open-uploads-per-client", "0", func(c config.Config) any { return c.MaxOpenUploadsPerClient }, 0},
+	{"keep-delivered", "true", func(c config.Config) any { return c.KeepDelivered }, true},
 	{"header-timeout", "5s", func(c config.Config) any { return c.HeaderTimeout }, 5 * time.Second},
 	{"max-open-uploads-per-subject", "7", func(c config.Config) any { return c.MaxOpenUploadsPerSubject }, 7},
 	{"create-rate", "120/m", func(c config.Config) any { return c.CreateRate }, 2.0},

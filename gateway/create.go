@@ -208,6 +208,10 @@ func (g *Gateway) tusGuard(next http.Handler) http.Handler {
 				writeTusError(w, r, err)
 				return
 			}
+			if rec.State == store.StateDelivered {
+				answerDelivered(w, r, rec)
+				return
+			}
 			if err := stateError(rec); err != nil {
 				g.forget(id)
 				writeTusError(w, r, *err)

@@ -114,6 +114,9 @@ type Config struct {
 	// when the grant names none. Default DefaultAllowedFileTypes ("video/");
 	// "*" allows any. A creation without a filetype is accepted.
 	AllowedFileTypes []string
+	// KeepDelivered keeps the bytes of delivered uploads in the Backend;
+	// by default PurgeDelivered removes them (api.video has them).
+	KeepDelivered bool
 	// Webhooks queues webhook events (package webhook) in the records of
 	// new uploads, from upload.created on.
 	Webhooks bool

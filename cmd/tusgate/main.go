@@ -113,6 +113,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	var fwd *forwarder.Forwarder
 	gw, err := gateway.New(gateway.Config{
 		Webhooks:         cfg.WebhookURL != "",
+		KeepDelivered:    cfg.KeepDelivered,
 		Grants:           grants,
 		AuthHook:         hook,
 		AllowedFileTypes: cfg.AllowedFileTypes,
@@ -147,6 +148,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
+	// fwdCtx runs the background work: forwarder, webhooks, janitor and
+	// the removal of delivered uploads' bytes (purges).
+	fwdCtx, stopFwd := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopFwd()
+	var purges sync.WaitGroup
 	fcfg := forwarder.Config{
 		Workers:       cfg.Workers,
 		ParallelParts: cfg.ParallelParts,
@@ -155,7 +161,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		TokenTTL:      cfg.TokenTTL,
 		Registerer:    reg,
 		Logger:        log.Named("forwarder"),
-		Changed:       hooks.Notify,
+		Changed: func(id string) {
+			hooks.Notify(id)
+			purges.Go(func() {
+				if err := gw.PurgeDelivered(fwdCtx, id); err != nil && fwdCtx.Err() == nil {
+					log.Warn("remove the bytes of a delivered upload", zap.String("id", id), zap.Error(err))
+				}
+			})
+		},
 	}
 	if cfg.APIVideoAPIKey != "" {
 		fcfg.Minter = client
@@ -183,7 +196,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	srv.RegisterOnShutdown(gw.Shutdown)
 
-	fwdCtx, stopFwd := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	wg.Add(5)
 	go func() {
@@ -215,6 +227,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case err = <-serveErr:
 		stopFwd()
 		wg.Wait()
+		purges.Wait()
 		return fmt.Errorf("serve: %w", err)
 	}
 	shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
@@ -230,6 +243,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	stopped := make(chan struct{})
 	go func() {
 		wg.Wait()
+		purges.Wait()
 		close(stopped)
 	}()
 	select {
