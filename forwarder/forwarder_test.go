@@ -588,6 +588,14 @@ func TestMetrics(t *testing.T) {
 	})
 	e.waitUpload("ok", "delivered", delivered)
 	e.waitUpload("late", "failed", func(u *store.Upload) bool { return u.State == store.StateFailed })
+	// The store says delivered before the forwarder's bookkeeping of that
+	// last part (metrics, Changed) has run.
+	waitFor(t, "the forwarder to account for the last part", func() bool {
+		changedMu.Lock()
+		defer changedMu.Unlock()
+		return changed["ok"] == 1 && metricValue(t, reg, "tusgate_parts_delivered_total") == 3 &&
+			metricValue(t, reg, "tusgate_forwarder_parts_in_flight") == 0
+	})
 
 	changedMu.Lock()
 	if changed["ok"] != 1 || changed["late"] != 1 || len(changed) != 2 {
