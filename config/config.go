@@ -44,6 +44,10 @@ const (
 	// video file.
 	MaxUploadSize = 30 * gib
 
+	// DemoMaxSize is the default --max-size with --demo: its api.video
+	// emulator keeps every upload in memory.
+	DemoMaxSize = 1 * gib
+
 	// EnvPrefix starts the name of every environment variable tusgate reads.
 	EnvPrefix = "TUSGATE_"
 
@@ -204,8 +208,16 @@ type Config struct {
 	// --log-level, default "info".
 	LogLevel string
 	// LogFormat is the log encoding: json or console. Flag --log-format,
-	// default "json".
+	// default "json" ("console" with --demo).
 	LogFormat string
+	// Demo runs tusgate's demo (package demo): an in-process api.video
+	// emulator replaces api.video (it keeps uploads in memory) and an upload
+	// page is served at /, on the embedded state store. It changes the
+	// defaults of --listen (127.0.0.1:8080), --max-size (1GiB), --part-size
+	// (5MiB) and --log-format (console), and excludes --redis-url,
+	// --s3-bucket, --apivideo-url and --apivideo-api-key. Flag --demo,
+	// default false.
+	Demo bool
 
 	// given maps a flag name to how the user set it ("--part-size 1MiB" or
 	// "TUSGATE_PART_SIZE=1MiB", secrets redacted), for error messages.
@@ -311,6 +323,7 @@ func (c *Config) settings() []setting {
 		str("instance-id", "ID", "identifies this process's leases in the state store; unique per instance", &c.InstanceID),
 		str("log-level", "LEVEL", "minimum level logged: debug, info, warn or error", &c.LogLevel),
 		str("log-format", "FORMAT", "log encoding: json or console", &c.LogFormat),
+		boolean("demo", "try tusgate on this machine: an in-process api.video emulator (uploads kept in memory) and an upload page at /; listens on 127.0.0.1:8080 unless --listen is set", &c.Demo),
 	}
 }
 
@@ -555,10 +568,32 @@ func Parse(args []string, getenv func(string) string, output io.Writer) (Config,
 			problems = append(problems, fmt.Errorf("%s: %w", label(s, v.raw, env, true), v.err))
 		}
 	}
+	if c.Demo {
+		c.demoDefaults()
+	}
 	if err := errors.Join(append(problems, c.problems()...)...); err != nil {
 		return Config{}, err
 	}
 	return c, nil
+}
+
+// demoDefaults applies --demo's defaults to the settings the user did not
+// give: a loopback listener (the page mints upload tokens for anyone who
+// reaches it), uploads the in-memory emulator can hold, small parts (so the
+// page's api.video leg follows the browser's closely), readable logs.
+func (c *Config) demoDefaults() {
+	if _, ok := c.given["part-size"]; !ok {
+		c.PartSize = MinPartSize
+	}
+	if _, ok := c.given["listen"]; !ok {
+		c.Listen = "127.0.0.1:8080"
+	}
+	if _, ok := c.given["max-size"]; !ok {
+		c.MaxSize = DemoMaxSize
+	}
+	if _, ok := c.given["log-format"]; !ok {
+		c.LogFormat = "console"
+	}
 }
 
 // label names a setting and its value as the user wrote it: "--part-size
@@ -638,6 +673,18 @@ func (c Config) problems() []error {
 			shown = label(setting{name: name}, current, "", false)
 		}
 		errs = append(errs, fmt.Errorf("%s: %s", shown, problem))
+	}
+	if c.Demo {
+		for _, s := range []struct{ name, why string }{
+			{"redis-url", "the demo uses the embedded state store"},
+			{"s3-bucket", "the demo keeps upload bytes in --data-dir"},
+			{"apivideo-url", "the demo forwards to its own api.video emulator"},
+			{"apivideo-api-key", "the demo's page sends delegated upload tokens from its emulator"},
+		} {
+			if shown, ok := c.given[s.name]; ok {
+				errs = append(errs, fmt.Errorf("%s: not with --demo (%s)", shown, s.why))
+			}
+		}
 	}
 	if host, port, err := net.SplitHostPort(c.Listen); err != nil || !validPort(port) || strings.ContainsAny(host, " /") {
 		bad("listen", c.Listen, "must be host:port with a numeric port, e.g. :8080 or 127.0.0.1:8080")

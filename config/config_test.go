@@ -128,6 +128,7 @@ var settingCases = []struct {
 	{"log-level", "debug", func(c config.Config) any { return c.LogLevel }, "debug"},
 	{"log-format", "console", func(c config.Config) any { return c.LogFormat }, "console"},
 	{"redis-cluster", "true", func(c config.Config) any { return c.RedisCluster }, true},
+	{"demo", "true", func(c config.Config) any { return c.Demo }, true},
 	{"behind-proxy", "true", func(c config.Config) any { return c.BehindProxy }, true},
 	{"grant-secret", strings.Repeat("s", 32), func(c config.Config) any { return c.GrantSecret }, strings.Repeat("s", 32)},
 	{"auth-hook-url", "https://platform.example/authorize", func(c config.Config) any { return c.AuthHookURL }, "https://platform.example/authorize"},
@@ -183,6 +184,38 @@ func TestEachSettingByFlagAndEnv(t *testing.T) {
 			t.Errorf("flag --%s has no case in settingCases", f.Name)
 		}
 	})
+}
+
+func TestDemo(t *testing.T) {
+	c := mustParse(t, []string{"--demo"}, env())
+	if !c.Demo || c.Listen != "127.0.0.1:8080" || c.MaxSize != config.DemoMaxSize || c.PartSize != config.MinPartSize || c.LogFormat != "console" {
+		t.Errorf("--demo: got demo %v, listen %q, max size %d, part size %d, log format %q; want true, 127.0.0.1:8080, %d, %d, console",
+			c.Demo, c.Listen, c.MaxSize, c.PartSize, c.LogFormat, config.DemoMaxSize, config.MinPartSize)
+	}
+	// What the user gives wins over the demo's defaults.
+	c = mustParse(t, []string{"--demo", "--listen", ":9000", "--log-format", "json", "--part-size", "50MiB"}, env("TUSGATE_MAX_SIZE", "2GiB"))
+	if c.Listen != ":9000" || c.MaxSize != 2*gib || c.PartSize != 50*mib || c.LogFormat != "json" {
+		t.Errorf("--demo with settings: got listen %q, max size %d, part size %d, log format %q; want :9000, %d, %d, json",
+			c.Listen, c.MaxSize, c.PartSize, c.LogFormat, int64(2*gib), int64(50*mib))
+	}
+	// Settings the demo replaces are refused, each named.
+	_, err := config.Parse([]string{"--demo", "--redis-url", "redis://127.0.0.1:6379", "--s3-bucket", "b",
+		"--apivideo-url", "https://ws.api.video", "--apivideo-api-key", "secret-key"}, env(), io.Discard)
+	if err == nil {
+		t.Fatal("--demo with --redis-url, --s3-bucket, --apivideo-url, --apivideo-api-key: got no error")
+	}
+	for _, want := range []string{"--redis-url", "--s3-bucket", "--apivideo-url", "--apivideo-api-key"} {
+		if !strings.Contains(err.Error(), want+" ") || !strings.Contains(err.Error(), "not with --demo") {
+			t.Errorf("error %q does not name %s as not allowed with --demo", err, want)
+		}
+	}
+	if strings.Contains(err.Error(), "secret-key") {
+		t.Errorf("error %q shows the API key", err)
+	}
+	// Without --demo the defaults stay.
+	if c := mustParse(t, nil, env()); c.Listen != ":8080" || c.LogFormat != "json" {
+		t.Errorf("without --demo: got listen %q, log format %q; want :8080, json", c.Listen, c.LogFormat)
+	}
 }
 
 func TestEnvVar(t *testing.T) {

@@ -41,6 +41,52 @@ if [ -z "${TUSGATE_TEST_REDIS_ADDR:-}" ]; then
   fi
 fi
 
+# Browser tests (integration/browser_test.go) need Debian's chromium, Node.js
+# >= 20 and the npm packages pinned in integration/browser/package-lock.json
+# (node_modules is not committed). Install what is missing when we can:
+# chromium with apt-get as root, the npm packages with `npm ci` (cached under
+# the user cache directory, re-run when the lock file changes). When we
+# cannot (no network, no node), say so and go on: the browser tests then skip
+# with the reason and everything else runs. Once everything is in place,
+# TUSGATE_REQUIRE_BROWSER=1 makes a missing piece a test failure, not a skip.
+browser_setup() {
+  local dir=integration/browser chromium=${TUSGATE_CHROMIUM:-/usr/bin/chromium}
+  if [ ! -x "$chromium" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "test: installing chromium for the browser tests (apt-get)"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
+      || echo "test: could not install chromium; the browser tests will skip"
+  fi
+  if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    echo "test: node or npm not found; the browser tests will skip"
+    return 0
+  fi
+  if [ "$(node -p 'process.versions.node.split(".")[0]')" -lt 20 ]; then
+    echo "test: node $(node --version) is older than 20 (playwright-core needs 20); the browser tests will skip"
+    return 0
+  fi
+  local want stamp="$dir/node_modules/.tusgate-lock-sha256"
+  want=$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    echo "test: npm ci in $dir"
+    local log
+    log=$(mktemp)
+    if timeout 600 npm ci --prefix "$dir" --cache "${XDG_CACHE_HOME:-$HOME/.cache}/tusgate/npm" \
+      --prefer-offline --no-audit --no-fund --fetch-retries=1 --fetch-timeout=30000 >"$log" 2>&1; then
+      echo "$want" >"$stamp"
+    else
+      tail -5 "$log"
+      echo "test: npm ci failed (is the npm registry reachable?); the browser tests will skip"
+      rm -f "$log"
+      return 0
+    fi
+    rm -f "$log"
+  fi
+  if [ -x "$chromium" ]; then
+    export TUSGATE_REQUIRE_BROWSER=1
+  fi
+}
+browser_setup
+
 echo "test: gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
 if [ -n "$unformatted" ]; then echo "gofmt would change: $unformatted" >&2; exit 1; fi

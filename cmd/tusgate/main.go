@@ -27,6 +27,7 @@ import (
 	"github.com/tusgate/tusgate/apivideo"
 	"github.com/tusgate/tusgate/auth"
 	"github.com/tusgate/tusgate/config"
+	"github.com/tusgate/tusgate/demo"
 	"github.com/tusgate/tusgate/forwarder"
 	"github.com/tusgate/tusgate/gateway"
 	"github.com/tusgate/tusgate/gateway/s3data"
@@ -88,6 +89,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if s3, ok := be.(*s3data.Store); ok {
 		s3.RegisterMetrics(reg)
+	}
+	var dm *demo.Demo
+	if cfg.Demo {
+		if dm, err = demo.Start(ctx, log.Named("demo")); err != nil {
+			return err
+		}
+		defer dm.Close() // after the forwarder stopped: run waits for it
+		cfg.APIVideoURL = dm.APIVideoURL()
 	}
 	client := apivideo.New(cfg.APIVideoURL, apivideo.WithVersion(version), apivideo.WithAPIKey(cfg.APIVideoAPIKey))
 	var tokens gateway.TokenInspector
@@ -187,8 +196,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	// tusd ends running PATCHes with ErrServerShutdown (the client gets a 503
 	// it can resume from) when Shutdown cancels the requests' base context.
+	handler := gw.Handler()
+	if dm != nil {
+		handler = dm.Wrap(handler, cfg.BasePath)
+	}
 	srv := &http.Server{
-		Handler:           gw.Handler(),
+		Handler:           handler,
 		ReadHeaderTimeout: cfg.HeaderTimeout,
 		IdleTimeout:       2 * time.Minute,
 		BaseContext:       gw.BaseContext(context.WithoutCancel(ctx)),
@@ -220,6 +233,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		serveErr <- srv.Serve(ln)
 	}()
 	log.Info("listening", zap.String("addr", ln.Addr().String()), zap.String("basePath", cfg.BasePath))
+	if dm != nil {
+		log.Info("demo: open the upload page in your browser", zap.String("url", demoURL(ln.Addr())))
+	}
 
 	select {
 	case <-ctx.Done():
@@ -253,6 +269,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		log.Error("forwarder did not stop within --shutdown-timeout; exiting anyway (a part api.video accepted may be unrecorded and will be sent again)")
 	}
 	return nil
+}
+
+// demoURL is the demo page's URL for a browser on this machine.
+func demoURL(addr net.Addr) string {
+	host, port, err := net.SplitHostPort(addr.String())
+	if err != nil {
+		return "http://" + addr.String() + "/"
+	}
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = "localhost"
+	}
+	return "http://" + net.JoinHostPort(host, port) + "/"
 }
 
 // tokenInspector adapts the api.video client to the gateway's token lookup.

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"net/http"
 	"strings"
@@ -111,4 +112,58 @@ func waitListening(t *testing.T, logs *syncBuffer, done <-chan error) string {
 	}
 	t.Fatalf("no listening line within 20s:\n%s", logs.String())
 	return ""
+}
+
+// TestDemo runs `tusgate --demo` in-process: the page at / beside the tus
+// endpoint, a token from /demo/token accepted by the gateway, the page's URL
+// in the logs.
+func TestDemo(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	var stderr syncBuffer
+	env := map[string]string{"TUSGATE_DATA_DIR": t.TempDir(), "TUSGATE_LOG_FORMAT": "json"}
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"tusgate", "--demo", "--listen", "127.0.0.1:0", "--instance-id", "main-test"},
+			func(k string) string { return env[k] }, &bytes.Buffer{}, &stderr)
+	}()
+	base := "http://" + waitListening(t, &stderr, done)
+
+	resp, err := http.Get(base + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "text/html; charset=utf-8" {
+		t.Errorf("GET /: got %d %q, want the demo page", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	resp, err = http.Post(base+"/demo/token", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tok struct{ Token string }
+	_ = json.NewDecoder(resp.Body).Decode(&tok)
+	resp.Body.Close()
+	req, _ := http.NewRequest(http.MethodPost, base+"/files/", nil)
+	req.Header.Set("Tus-Resumable", "1.0.0")
+	req.Header.Set("Upload-Length", "10")
+	req.Header.Set("Upload-Metadata", "filename Y2xpcC5tcDQ=,token "+base64.StdEncoding.EncodeToString([]byte(tok.Token)))
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Errorf("creation with the demo's token: got %d, want 201", resp.StatusCode)
+	}
+	if !strings.Contains(stderr.String(), `"url":"`+base+`/"`) {
+		t.Errorf("the logs do not give the page's URL %s/", base)
+	}
+	if strings.Contains(stderr.String(), tok.Token) {
+		t.Error("the logs hold the demo's upload token")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("run after cancel: %v", err)
+	}
 }
