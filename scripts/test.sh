@@ -9,6 +9,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# go.mod's toolchain line names the Go release the project is built and
+# tested with (standard-library security fixes); GOTOOLCHAIN=auto fetches it
+# through the Go module proxy when the installed go is older.
+export GOTOOLCHAIN=auto
+
 redis_answers() { # host port
   (exec 3<>"/dev/tcp/$1/$2" && printf 'PING\r\n' >&3 && timeout 2 head -c 5 <&3 | grep -q PONG) 2>/dev/null
 }
@@ -105,3 +110,19 @@ for target in $(grep -rl --include='*_test.go' '^func Fuzz' . | xargs grep -ho '
     || { cat "$fuzzlog"; echo "test: fuzz target $target failed" >&2; exit 1; }
   echo "ok  	fuzz $target ($pkg)"
 done
+
+# Known vulnerabilities: govulncheck against the Go vulnerability database
+# built from golang.org/x/vulndb (pinned below; vuln.go.dev itself is not
+# reachable from CI, the Go module proxy is). Bump VULNDB_VERSION to pick up
+# newer reports. The database is built once per version into the cache.
+VULNCHECK_VERSION=v1.9.0
+VULNDB_VERSION=v0.0.0-20261105234957-e22db6528018
+echo "test: govulncheck (database golang.org/x/vulndb@$VULNDB_VERSION)"
+db="${XDG_CACHE_HOME:-$HOME/.cache}/tusgate/vulndb-$VULNDB_VERSION"
+if [ ! -f "$db/index/db.json" ]; then
+  src=$(go mod download -json "golang.org/x/vulndb@$VULNDB_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  rm -rf "$db.tmp"
+  go run "golang.org/x/vulndb/cmd/indexdb@$VULNDB_VERSION" -vulns "$src/data/osv" -out "$db.tmp"
+  mv "$db.tmp" "$db"
+fi
+go run "golang.org/x/vuln/cmd/govulncheck@$VULNCHECK_VERSION" -db "file://$db" ./...
