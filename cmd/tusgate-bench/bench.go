@@ -12,8 +12,9 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
+
+	"github.com/tusgate/tusgate/internal/benchkit"
 )
 
 const (
@@ -44,7 +45,7 @@ type bench struct {
 // prints the report.
 func benchmark(ctx context.Context, cfg *config, stdout, stderr io.Writer) (err error) {
 	b := &bench{cfg: cfg, log: stderr, pattern: newPattern()}
-	if b.self, err = selfPath(); err != nil {
+	if b.self, err = benchkit.Executable(); err != nil {
 		return err
 	}
 	wls := cfg.workloads()
@@ -64,7 +65,11 @@ func benchmark(ctx context.Context, cfg *config, stdout, stderr io.Writer) (err 
 			}
 			defer os.RemoveAll(dir)
 			fmt.Fprintln(stderr, "building ./cmd/tusgate …")
-			if b.tusgate, err = buildTusgate(ctx, dir); err != nil {
+			root, err := benchkit.ModuleRoot(ctx)
+			if err != nil {
+				return fmt.Errorf("%w (pass --tusgate to skip the build)", err)
+			}
+			if b.tusgate, err = benchkit.GoBuild(ctx, root, "./cmd/tusgate", dir, "tusgate"); err != nil {
 				return err
 			}
 		}
@@ -94,18 +99,8 @@ func benchmark(ctx context.Context, cfg *config, stdout, stderr io.Writer) (err 
 		}
 	}
 	rep.finish()
-	if cfg.JSONFile != "" {
-		if err := rep.writeJSONFile(cfg.JSONFile); err != nil {
-			return err
-		}
-	}
-	if cfg.JSON {
-		err = rep.writeJSON(stdout)
-	} else {
-		err = rep.writeTable(stdout)
-	}
-	if err != nil {
-		return fmt.Errorf("write report: %w", err)
+	if err := cfg.Output.Write(stdout, rep, rep.writeTable); err != nil {
+		return err
 	}
 	if n := rep.failures(); n > 0 {
 		return fmt.Errorf("%d run(s) failed (see the report)", n)
@@ -132,7 +127,7 @@ func (r result) summaryLine() string {
 	s := ""
 	for _, k := range []string{mIngest, mCPU, mE2E, mForward, mPeakRSS, mRSSPerUpload, mRedisCmds} {
 		if v, ok := r.Metrics[k]; ok {
-			s += fmt.Sprintf(" %s=%s", k, formatNum(v))
+			s += fmt.Sprintf(" %s=%s", k, benchkit.FormatNum(v))
 		}
 	}
 	return s
@@ -160,16 +155,14 @@ func (b *bench) measure(ctx context.Context, sys string, w workload, m map[strin
 	defer os.RemoveAll(dir)
 
 	var srv *server
-	var emu *emulator
+	var emu *benchkit.Emulator
 	var counter *redisCounter
 	defer func() {
 		// Servers first (they hold the data dir and the proxy's connections).
 		if srv != nil {
 			srv.proc.Kill()
 		}
-		if emu != nil {
-			emu.proc.Kill()
-		}
+		emu.Close()
 		if counter != nil {
 			counter.Close()
 		}
@@ -180,7 +173,7 @@ func (b *bench) measure(ctx context.Context, sys string, w workload, m map[strin
 	case sysPlain:
 		srv, err = startPlainTusd(ctx, b.self, dir)
 	case sysEmbedded, sysRedis:
-		if emu, err = startEmulator(ctx, b.self, b.hc); err != nil {
+		if emu, err = benchkit.StartEmulator(ctx, b.self, b.hc); err != nil {
 			return err
 		}
 		redisURL := ""
@@ -193,7 +186,7 @@ func (b *bench) measure(ctx context.Context, sys string, w workload, m map[strin
 			}
 			redisURL = b.redis.proxiedURL(counter.Addr())
 		}
-		srv, err = startTusgate(ctx, sys, b.tusgate, dir, emu.url, redisURL, b.cfg.TusgateArgs)
+		srv, err = startTusgate(ctx, sys, b.tusgate, dir, emu.URL, redisURL, b.cfg.TusgateArgs)
 	default:
 		err = fmt.Errorf("unknown system %q", sys)
 	}
@@ -201,13 +194,13 @@ func (b *bench) measure(ctx context.Context, sys string, w workload, m map[strin
 		return err
 	}
 	if srv.gateway {
-		if err := waitHealthy(ctx, b.hc, srv.base); err != nil {
-			return err
+		if err := benchkit.WaitOK(ctx, b.hc, http.MethodGet, srv.base+"/healthz", srv.proc); err != nil {
+			return fmt.Errorf("tusgate not healthy: %w", err)
 		}
 	}
 	var tokens []string
 	if emu != nil {
-		if tokens, err = emu.tokens(ctx, w.Uploads); err != nil {
+		if tokens, err = emu.Tokens(ctx, w.Uploads); err != nil {
 			return err
 		}
 	}
@@ -215,14 +208,14 @@ func (b *bench) measure(ctx context.Context, sys string, w workload, m map[strin
 	// Idle baseline (the heap scrape first, so that its CPU is not counted).
 	heapBefore, heapErr := heapInuse(ctx, b.hc, srv.base)
 	pid := srv.proc.Pid()
-	before, err := readProcStats(pid)
+	before, err := benchkit.ReadProcStats(pid)
 	if err != nil {
 		return err
 	}
-	clientBefore := selfCPU()
-	var emuBefore procStats
+	clientBefore := benchkit.SelfCPU()
+	var emuBefore benchkit.ProcStats
 	if emu != nil {
-		if emuBefore, err = readProcStats(emu.proc.Pid()); err != nil {
+		if emuBefore, err = benchkit.ReadProcStats(emu.Proc.Pid()); err != nil {
 			return err
 		}
 	}
@@ -240,25 +233,25 @@ func (b *bench) measure(ctx context.Context, sys string, w workload, m map[strin
 	}
 	out, err := b.drive(ctx, srv, w, tokens, open)
 	if err != nil {
-		return b.withServerOutput(err, srv, emu)
+		return benchkit.WithOutput(err, srv.proc, emuProc(emu))
 	}
 
 	var polls int
 	var delivered, firstPart time.Time
 	if srv.gateway {
 		if delivered, firstPart, polls, err = b.waitDelivered(ctx, srv, emu, out.urls, w); err != nil {
-			return b.withServerOutput(err, srv, emu)
+			return benchkit.WithOutput(err, srv.proc, emuProc(emu))
 		}
 	}
-	after, err := readProcStats(pid)
+	after, err := benchkit.ReadProcStats(pid)
 	if err != nil {
-		return b.withServerOutput(err, srv, emu)
+		return benchkit.WithOutput(err, srv.proc, emuProc(emu))
 	}
-	m[mClientCPU] = (selfCPU() - clientBefore).Seconds() / (float64(w.TotalBytes()) / 1e9)
+	m[mClientCPU] = (benchkit.SelfCPU() - clientBefore).Seconds() / (float64(w.TotalBytes()) / 1e9)
 	if emu != nil {
-		emuAfter, err := readProcStats(emu.proc.Pid())
+		emuAfter, err := benchkit.ReadProcStats(emu.Proc.Pid())
 		if err != nil {
-			return b.withServerOutput(err, srv, emu)
+			return benchkit.WithOutput(err, srv.proc, emuProc(emu))
 		}
 		m[mEmulatorCPU] = (emuAfter.CPU - emuBefore.CPU).Seconds() / (float64(w.TotalBytes()) / 1e9)
 	}
@@ -314,52 +307,6 @@ func (b *bench) measure(ctx context.Context, sys string, w workload, m map[strin
 		m[mOpenSamples] = float64(samples)
 	}
 	return nil
-}
-
-// withServerOutput adds the end of the servers' output to err when one of
-// them has died.
-func (b *bench) withServerOutput(err error, srv *server, emu *emulator) error {
-	for _, p := range []*proc{srv.proc, emuProc(emu)} {
-		if p == nil {
-			continue
-		}
-		if dead, tail := p.Exited(); dead {
-			return fmt.Errorf("%w\n%s", err, tail)
-		}
-	}
-	return err
-}
-
-func emuProc(e *emulator) *proc {
-	if e == nil {
-		return nil
-	}
-	return e.proc
-}
-
-// waitHealthy waits until base/healthz answers 200.
-func waitHealthy(ctx context.Context, hc *http.Client, base string) error {
-	ctx, cancel := context.WithTimeout(ctx, startTimeout)
-	defer cancel()
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/healthz", nil)
-		if err != nil {
-			return err
-		}
-		if resp, err := hc.Do(req); err == nil {
-			drainClose(resp.Body)
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		select {
-		case <-tick.C:
-		case <-ctx.Done():
-			return fmt.Errorf("tusgate at %s not healthy: %w", base, ctx.Err())
-		}
-	}
 }
 
 // driveResult is what the client saw.
@@ -469,12 +416,19 @@ func (b *bench) upload(ctx context.Context, client tusClient, endpoint string, w
 	return u, nil
 }
 
+// emuProc is e's process, or nil.
+func emuProc(e *benchkit.Emulator) *benchkit.Proc {
+	if e == nil {
+		return nil
+	}
+	return e.Proc
+}
+
 // waitDelivered waits until the emulator holds every video complete and
 // tusgate reports every upload delivered. It returns when the emulator saw
 // the last video complete, when its first part arrived, and how many status
 // reads it made.
-func (b *bench) waitDelivered(ctx context.Context, srv *server, emu *emulator, urls []string, w workload) (time.Time, time.Time, int, error) {
-	client := tusClient{hc: b.hc}
+func (b *bench) waitDelivered(ctx context.Context, srv *server, emu *benchkit.Emulator, urls []string, w workload) (time.Time, time.Time, int, error) {
 	tick := time.NewTicker(emulatorPoll)
 	defer tick.Stop()
 	polls := 0
@@ -484,7 +438,7 @@ func (b *bench) waitDelivered(ctx context.Context, srv *server, emu *emulator, u
 	var st emulatorState
 	for {
 		var err error
-		if st, err = emu.state(ctx); err != nil {
+		if st, err = emulatorStateOf(ctx, emu); err != nil {
 			return delivered, st.FirstUpload, polls, err
 		}
 		if st.Complete >= len(urls) {
@@ -494,7 +448,7 @@ func (b *bench) waitDelivered(ctx context.Context, srv *server, emu *emulator, u
 		if time.Since(lastCheck) >= failureCheck {
 			// One upload per check, round robin: a failed upload ends the wait.
 			lastCheck = time.Now()
-			s, err := client.status(ctx, srv.base, urls[next])
+			s, err := benchkit.FetchStatus(ctx, b.hc, srv.base, urls[next])
 			polls++
 			if err != nil {
 				return delivered, st.FirstUpload, polls, err
@@ -516,7 +470,7 @@ func (b *bench) waitDelivered(ctx context.Context, srv *server, emu *emulator, u
 	// tusgate records each delivery just after api.video's answer.
 	for _, u := range urls {
 		for {
-			s, err := client.status(ctx, srv.base, u)
+			s, err := benchkit.FetchStatus(ctx, b.hc, srv.base, u)
 			polls++
 			if err != nil {
 				return delivered, st.FirstUpload, polls, err
@@ -542,10 +496,9 @@ func (b *bench) waitDelivered(ctx context.Context, srv *server, emu *emulator, u
 
 // statusPollCost measures the Redis commands one status read costs.
 func (b *bench) statusPollCost(ctx context.Context, srv *server, counter *redisCounter, u string) (float64, error) {
-	client := tusClient{hc: b.hc}
 	before := counter.Commands()
 	for range calibrationPolls {
-		if _, err := client.status(ctx, srv.base, u); err != nil {
+		if _, err := benchkit.FetchStatus(ctx, b.hc, srv.base, u); err != nil {
 			return 0, err
 		}
 	}
@@ -588,7 +541,7 @@ func (o *openSampler) run(ctx context.Context, allOpen, firstDone <-chan struct{
 }
 
 func (o *openSampler) sample(ctx context.Context) {
-	st, err := readProcStats(o.pid)
+	st, err := benchkit.ReadProcStats(o.pid)
 	if err != nil {
 		return
 	}
@@ -608,16 +561,6 @@ func (o *openSampler) result() (rss, heap int64, samples int) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	return o.rss, o.heap, o.samples
-}
-
-// selfCPU is the benchmark process's CPU time (the client and the Redis
-// counting proxy).
-func selfCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // hostInfo describes the machine in the report.

@@ -1,37 +1,21 @@
 package main_test
 
 import (
-	"bytes"
 	"encoding/json"
 	"math"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/tusgate/tusgate/internal/benchkit/benchkittest"
 )
 
 var (
 	systems   = []string{"plain-tusd", "tusgate-embedded", "tusgate-redis"}
 	workloads = []string{"one-patch", "small-patches", "concurrent", "slow-clients"}
 )
-
-// buildBench builds the benchmark (with the race detector when the test
-// has it) into a temporary directory.
-func buildBench(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "tusgate-bench")
-	args := []string{"build", "-o", bin}
-	if raceEnabled {
-		args = append(args, "-race")
-	}
-	args = append(args, ".")
-	if out, err := exec.CommandContext(t.Context(), "go", args...).CombinedOutput(); err != nil {
-		t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return bin
-}
 
 func redisAddr() string {
 	if a := os.Getenv("TUSGATE_TEST_REDIS_ADDR"); a != "" {
@@ -67,7 +51,7 @@ type summary struct {
 // checks that the report has every row with sane figures. It asserts no
 // timing.
 func TestQuickRun(t *testing.T) {
-	bin := buildBench(t)
+	bin := benchkittest.Build(t, "tusgate-bench")
 	work := t.TempDir()
 	jsonPath := filepath.Join(work, "report.json")
 	args := []string{
@@ -80,18 +64,7 @@ func TestQuickRun(t *testing.T) {
 		"--json-file", jsonPath,
 		"--run-timeout", "2m",
 	}
-	cmd := exec.CommandContext(t.Context(), bin, args...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("tusgate-bench %s: %v\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), err, stdout.String(), stderr.String())
-	}
-	table := stdout.String()
-	t.Logf("report:\n%s", table)
-
-	if want := "command: tusgate-bench " + strings.Join(args, " ") + "\n"; !strings.HasPrefix(table, want) {
-		t.Errorf("report starts with %q, want %q", firstLine(table), want)
-	}
+	table := benchkittest.Run(t, bin, args...)
 	rows := map[string]int{}
 	for line := range strings.SplitSeq(table, "\n") {
 		if f := strings.Fields(line); len(f) >= 4 && slices.Contains(workloads, f[0]) && slices.Contains(systems, f[1]) {
@@ -168,9 +141,4 @@ func TestQuickRun(t *testing.T) {
 			t.Errorf("ratio %s %s: got ingest %+v cpu %+v, want both > 0", r.Workload, r.System, r.Ingest, r.CPU)
 		}
 	}
-}
-
-func firstLine(s string) string {
-	line, _, _ := strings.Cut(s, "\n")
-	return line
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/base64"
-	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -12,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tusgate/tusgate/internal/benchkit"
 )
 
 const (
@@ -54,9 +55,9 @@ func (c tusClient) create(ctx context.Context, endpoint string, size int64, meta
 	if err != nil {
 		return "", fmt.Errorf("tus create: %w", err)
 	}
-	defer drainClose(resp.Body)
+	defer benchkit.DrainClose(resp.Body)
 	if resp.StatusCode != http.StatusCreated {
-		return "", fmt.Errorf("tus create: %s: %s", resp.Status, readSome(resp.Body))
+		return "", fmt.Errorf("tus create: %s: %s", resp.Status, benchkit.ReadSome(resp.Body))
 	}
 	loc, err := url.Parse(resp.Header.Get("Location"))
 	if err != nil || resp.Header.Get("Location") == "" {
@@ -79,48 +80,15 @@ func (c tusClient) patch(ctx context.Context, u string, offset, n int64, body io
 	if err != nil {
 		return 0, fmt.Errorf("tus patch at offset %d: %w", offset, err)
 	}
-	defer drainClose(resp.Body)
+	defer benchkit.DrainClose(resp.Body)
 	if resp.StatusCode != http.StatusNoContent {
-		return 0, fmt.Errorf("tus patch at offset %d: %s: %s", offset, resp.Status, readSome(resp.Body))
+		return 0, fmt.Errorf("tus patch at offset %d: %s: %s", offset, resp.Status, benchkit.ReadSome(resp.Body))
 	}
 	got, err := strconv.ParseInt(resp.Header.Get("Upload-Offset"), 10, 64)
 	if err != nil {
 		return 0, fmt.Errorf("tus patch at offset %d: bad Upload-Offset %q", offset, resp.Header.Get("Upload-Offset"))
 	}
 	return got, nil
-}
-
-// uploadStatus is the part of tusgate's GET /uploads/{id} the benchmark reads.
-type uploadStatus struct {
-	State     string `json:"state"`
-	Received  int64  `json:"received"`
-	Delivered int64  `json:"delivered"`
-	Error     *struct {
-		Reason  string `json:"reason"`
-		Message string `json:"message"`
-	} `json:"error"`
-}
-
-// status reads tusgate's status of the upload at uploadURL.
-func (c tusClient) status(ctx context.Context, base, uploadURL string) (uploadStatus, error) {
-	var st uploadStatus
-	id := uploadURL[strings.LastIndexByte(uploadURL, '/')+1:]
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/uploads/"+url.PathEscape(id), nil)
-	if err != nil {
-		return st, fmt.Errorf("upload status: %w", err)
-	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return st, fmt.Errorf("upload status: %w", err)
-	}
-	defer drainClose(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		return st, fmt.Errorf("upload status %s: %s: %s", id, resp.Status, readSome(resp.Body))
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
-		return st, fmt.Errorf("upload status %s: %w", id, err)
-	}
-	return st, nil
 }
 
 // encodeMetadata encodes an Upload-Metadata header value.
@@ -130,16 +98,6 @@ func encodeMetadata(m map[string]string) string {
 		parts = append(parts, k+" "+base64.StdEncoding.EncodeToString([]byte(v)))
 	}
 	return strings.Join(parts, ",")
-}
-
-func drainClose(r io.ReadCloser) {
-	_, _ = io.Copy(io.Discard, io.LimitReader(r, 64<<10))
-	_ = r.Close()
-}
-
-func readSome(r io.Reader) string {
-	b, _ := io.ReadAll(io.LimitReader(r, 1<<10))
-	return strings.TrimSpace(string(b))
 }
 
 // newPattern returns the pseudo-random block generated uploads repeat.

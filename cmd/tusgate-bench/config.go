@@ -12,13 +12,15 @@ import (
 	"strings"
 	"time"
 
-	"github.com/dustin/go-humanize"
+	"github.com/tusgate/tusgate/internal/benchkit"
 )
 
 const (
 	kib = 1 << 10
 	mib = 1 << 20
 	gib = 1 << 30
+	// maxSize bounds the size flags.
+	maxSize = 1 << 50
 )
 
 // System names.
@@ -73,34 +75,10 @@ type config struct {
 	TusgateArgs []string
 	// WorkDir holds each run's temporary data directory.
 	WorkDir string
-	// JSON prints JSON instead of the text table; JSONFile also writes it
-	// to that file.
-	JSON     bool
-	JSONFile string
+	// Output says where the report goes: the text table or JSON.
+	Output benchkit.Output
 	// RunTimeout bounds one run of one workload on one system.
 	RunTimeout time.Duration
-}
-
-// sizeValue is a flag holding a byte size such as 64MiB.
-type sizeValue struct{ p *int64 }
-
-func (s sizeValue) String() string {
-	if s.p == nil {
-		return ""
-	}
-	return humanize.IBytes(uint64(*s.p))
-}
-
-func (s sizeValue) Set(v string) error {
-	n, err := humanize.ParseBytes(v)
-	if err != nil {
-		return fmt.Errorf("not a size (such as 64MiB): %w", err)
-	}
-	if n == 0 || n > 1<<50 {
-		return errors.New("must be between 1 byte and 1PiB")
-	}
-	*s.p = int64(n)
-	return nil
 }
 
 // listValue is a comma-separated list flag checked against allowed names.
@@ -140,7 +118,7 @@ func (l listValue) Set(v string) error {
 // parseConfig parses the benchmark's flags; it returns nil, nil for --help.
 func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	cfg := &config{
-		Command:           quoteCommand(args),
+		Command:           benchkit.QuoteCommand("tusgate-bench", args),
 		Runs:              3,
 		Systems:           slices.Clone(allSystems),
 		Workloads:         slices.Clone(allWorkloads),
@@ -166,45 +144,31 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	fs.IntVar(&cfg.Runs, "runs", cfg.Runs, "runs of each workload on each system")
 	fs.Var(listValue{&cfg.Systems, allSystems}, "systems", "comma-separated systems to run")
 	fs.Var(listValue{&cfg.Workloads, allWorkloads}, "workloads", "comma-separated workloads to run")
-	fs.Var(sizeValue{&cfg.Size}, "size", "upload size of one-patch and small-patches")
-	fs.Var(sizeValue{&cfg.PatchSize}, "patch-size", "PATCH size of small-patches")
+	fs.Var(benchkit.SizeValue{P: &cfg.Size, Max: maxSize}, "size", "upload size of one-patch and small-patches")
+	fs.Var(benchkit.SizeValue{P: &cfg.PatchSize, Max: maxSize}, "patch-size", "PATCH size of small-patches")
 	fs.IntVar(&cfg.ConcurrentUploads, "concurrent-uploads", cfg.ConcurrentUploads, "uploads of the concurrent workload")
-	fs.Var(sizeValue{&cfg.ConcurrentSize}, "concurrent-size", "size of each upload of the concurrent workload")
+	fs.Var(benchkit.SizeValue{P: &cfg.ConcurrentSize, Max: maxSize}, "concurrent-size", "size of each upload of the concurrent workload")
 	fs.IntVar(&cfg.SlowClients, "slow-clients", cfg.SlowClients, "clients of the slow-clients workload")
-	fs.Var(sizeValue{&cfg.SlowRate}, "slow-rate", "bytes per second each slow client sends")
+	fs.Var(benchkit.SizeValue{P: &cfg.SlowRate, Max: maxSize}, "slow-rate", "bytes per second each slow client sends")
 	fs.DurationVar(&cfg.SlowDuration, "slow-duration", cfg.SlowDuration, "how long each slow client sends")
 	fs.BoolVar(&quick, "quick", false, "smoke run: 64MiB uploads, 8 x 16MiB concurrent, 100 slow clients for 3s (flags given explicitly win)")
 	fs.StringVar(&cfg.RedisURL, "redis-url", cfg.RedisURL, "Redis database for tusgate-redis (redis://host:port/db); FLUSHDB before each run")
 	fs.StringVar(&cfg.Tusgate, "tusgate", "", "tusgate binary to run (default: go build ./cmd/tusgate from the module root)")
 	fs.StringVar(&tusgateArgs, "tusgate-args", "", "extra space-separated arguments for tusgate, such as \"--part-size 20MiB\"")
 	fs.StringVar(&cfg.WorkDir, "work-dir", cfg.WorkDir, "directory for the runs' temporary data directories")
-	fs.BoolVar(&cfg.JSON, "json", false, "print JSON instead of the text table")
-	fs.StringVar(&cfg.JSONFile, "json-file", "", "also write the JSON report to this file")
+	cfg.Output.RegisterFlags(fs, "text table")
 	fs.DurationVar(&cfg.RunTimeout, "run-timeout", cfg.RunTimeout, "bound on one run of one workload on one system")
-	if err := fs.Parse(args[1:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil, nil
-		}
+	if ok, err := benchkit.ParseFlags(fs, args[1:]); !ok || err != nil {
 		return nil, err
 	}
-	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
-	}
 	if quick {
-		set := map[string]bool{}
-		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-		quickDefaults := map[string]func(){
+		benchkit.ApplyUnset(fs, map[string]func(){
 			"size":               func() { cfg.Size = 64 * mib },
 			"concurrent-uploads": func() { cfg.ConcurrentUploads = 8 },
 			"concurrent-size":    func() { cfg.ConcurrentSize = 16 * mib },
 			"slow-clients":       func() { cfg.SlowClients = 100 },
 			"slow-duration":      func() { cfg.SlowDuration = 3 * time.Second },
-		}
-		for name, apply := range quickDefaults {
-			if !set[name] {
-				apply()
-			}
-		}
+		})
 	}
 	cfg.TusgateArgs = strings.Fields(tusgateArgs)
 	return cfg, cfg.validate()
@@ -239,22 +203,6 @@ func (c *config) validate() error {
 	return errors.Join(errs...)
 }
 
-// quoteCommand renders args as a shell command line (program name without
-// its directory, which is a temporary one under `go run`).
-func quoteCommand(args []string) string {
-	if len(args) == 0 {
-		return ""
-	}
-	parts := []string{"tusgate-bench"}
-	for _, a := range args[1:] {
-		if a == "" || strings.ContainsAny(a, " \t\n'\"\\$`*?[]{}()<>|&;#~") {
-			a = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
-		}
-		parts = append(parts, a)
-	}
-	return strings.Join(parts, " ")
-}
-
 // workload is one traffic shape: Uploads uploads of Size bytes each, sent
 // concurrently, each in PATCHes of Patch bytes (0: one PATCH), at Rate bytes
 // per second per upload (0: as fast as possible).
@@ -279,23 +227,18 @@ func (c *config) workloads() []workload {
 		switch name {
 		case wlOnePatch:
 			out = append(out, workload{Name: name, Uploads: 1, Size: c.Size,
-				Desc: ibytes(c.Size) + " in one PATCH"})
+				Desc: benchkit.IBytes(c.Size) + " in one PATCH"})
 		case wlSmallPatches:
 			out = append(out, workload{Name: name, Uploads: 1, Size: c.Size, Patch: c.PatchSize,
-				Desc: ibytes(c.Size) + " in " + ibytes(c.PatchSize) + " PATCHes"})
+				Desc: benchkit.IBytes(c.Size) + " in " + benchkit.IBytes(c.PatchSize) + " PATCHes"})
 		case wlConcurrent:
 			out = append(out, workload{Name: name, Uploads: c.ConcurrentUploads, Size: c.ConcurrentSize,
-				Desc: strconv.Itoa(c.ConcurrentUploads) + " concurrent uploads of " + ibytes(c.ConcurrentSize)})
+				Desc: strconv.Itoa(c.ConcurrentUploads) + " concurrent uploads of " + benchkit.IBytes(c.ConcurrentSize)})
 		case wlSlowClients:
 			size := max(1, int64(float64(c.SlowRate)*c.SlowDuration.Seconds()))
 			out = append(out, workload{Name: name, Uploads: c.SlowClients, Size: size, Rate: c.SlowRate, MeasureOpen: true,
-				Desc: fmt.Sprintf("%d clients at %s/s for %v (%s each)", c.SlowClients, ibytes(c.SlowRate), c.SlowDuration, ibytes(size))})
+				Desc: fmt.Sprintf("%d clients at %s/s for %v (%s each)", c.SlowClients, benchkit.IBytes(c.SlowRate), c.SlowDuration, benchkit.IBytes(size))})
 		}
 	}
 	return out
-}
-
-// ibytes formats n as 64MiB, 1GiB, 640KiB.
-func ibytes(n int64) string {
-	return strings.ReplaceAll(humanize.IBytes(uint64(n)), " ", "")
 }

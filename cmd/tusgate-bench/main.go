@@ -28,29 +28,20 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"os"
-	"os/signal"
-	"syscall"
+
+	"github.com/tusgate/tusgate/internal/benchkit"
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args, os.Stdout, os.Stderr)
-	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "tusgate-bench:", err)
-		os.Exit(1)
-	}
+	os.Exit(benchkit.Main("tusgate-bench", run))
 }
 
-// Hidden subcommands: the benchmark re-executes itself with these to run a
-// server in a process of its own.
-const (
-	cmdServePlainTusd = "serve-plain-tusd"
-	cmdServeEmulator  = "serve-emulator"
-)
+// cmdServePlainTusd is the hidden subcommand the benchmark re-executes
+// itself with to run plain tusd in a process of its own (the emulator's is
+// benchkit.ServeEmulatorCommand).
+const cmdServePlainTusd = "serve-plain-tusd"
 
 // run is the whole program; args[0] is the program name.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -58,7 +49,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		switch args[1] {
 		case cmdServePlainTusd:
 			return servePlainTusd(ctx, args[2:], stdout, stderr)
-		case cmdServeEmulator:
+		case benchkit.ServeEmulatorCommand:
 			return serveEmulator(ctx, args[2:], stdout, stderr)
 		}
 	}

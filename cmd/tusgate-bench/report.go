@@ -1,15 +1,14 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
-	"math"
-	"os"
 	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/tusgate/tusgate/internal/benchkit"
 )
 
 // Metric keys. The first group is tabulated; the rest is in the JSON only.
@@ -66,31 +65,11 @@ heap/upload KiB  (highest go_memstats_heap_inuse_bytes while open − idle) / up
 Redis cmds/MiB   commands tusgate sent to Redis (counted by a proxy in front of it, the benchmark's own
                  status reads removed) / MiB uploaded; the JSON also has the server-wide INFO figure`
 
-// stat is the spread of one figure over runs.
-type stat struct {
-	Median float64 `json:"median"`
-	Min    float64 `json:"min"`
-	Max    float64 `json:"max"`
-	N      int     `json:"n"`
-}
-
-func newStat(vs []float64) stat {
-	s := slices.Clone(vs)
-	slices.Sort(s)
-	st := stat{Min: s[0], Max: s[len(s)-1], N: len(s)}
-	if len(s)%2 == 1 {
-		st.Median = s[len(s)/2]
-	} else {
-		st.Median = (s[len(s)/2-1] + s[len(s)/2]) / 2
-	}
-	return st
-}
-
 // summaryRow is the spread of every figure of one workload on one system.
 type summaryRow struct {
-	Workload string          `json:"workload"`
-	System   string          `json:"system"`
-	Metrics  map[string]stat `json:"metrics"`
+	Workload string                   `json:"workload"`
+	System   string                   `json:"system"`
+	Metrics  map[string]benchkit.Stat `json:"metrics"`
 	// Failed counts the failed runs.
 	Failed int `json:"failed,omitempty"`
 }
@@ -98,10 +77,10 @@ type summaryRow struct {
 // ratioRow compares one tusgate system with plain tusd on one workload,
 // over the per-run ratios (run i of tusgate / run i of plain tusd).
 type ratioRow struct {
-	Workload string `json:"workload"`
-	System   string `json:"system"`
-	Ingest   *stat  `json:"ingestMBps"`
-	CPU      *stat  `json:"cpuSecondsPerGB"`
+	Workload string         `json:"workload"`
+	System   string         `json:"system"`
+	Ingest   *benchkit.Stat `json:"ingestMBps"`
+	CPU      *benchkit.Stat `json:"cpuSecondsPerGB"`
 }
 
 // report collects the runs and renders them.
@@ -164,8 +143,8 @@ func (r *report) finish() {
 	r.Finished = time.Now().UTC()
 	for _, w := range r.Workloads {
 		for _, sys := range r.Systems {
-			row := summaryRow{Workload: w.Name, System: sys, Metrics: map[string]stat{}}
-			values := map[string][]float64{}
+			row := summaryRow{Workload: w.Name, System: sys}
+			var ok []map[string]float64
 			for _, res := range r.Runs {
 				if res.Workload != w.Name || res.System != sys {
 					continue
@@ -174,13 +153,9 @@ func (r *report) finish() {
 					row.Failed++
 					continue
 				}
-				for k, v := range res.Metrics {
-					values[k] = append(values[k], v)
-				}
+				ok = append(ok, res.Metrics)
 			}
-			for k, vs := range values {
-				row.Metrics[k] = newStat(vs)
-			}
+			row.Metrics = benchkit.Summarize(ok)
 			r.Summary = append(r.Summary, row)
 		}
 		if !slices.Contains(r.Systems, sysPlain) {
@@ -200,7 +175,7 @@ func (r *report) finish() {
 }
 
 // ratio is the spread of metric key of sys over plain tusd, run by run.
-func (r *report) ratio(wl, sys, key string) *stat {
+func (r *report) ratio(wl, sys, key string) *benchkit.Stat {
 	byRun := func(system string) map[int]float64 {
 		m := map[int]float64{}
 		for _, res := range r.Runs {
@@ -220,31 +195,8 @@ func (r *report) ratio(wl, sys, key string) *stat {
 	if len(ratios) == 0 {
 		return nil
 	}
-	st := newStat(ratios)
+	st := benchkit.NewStat(ratios)
 	return &st
-}
-
-// writeJSON writes the report as indented JSON.
-func (r *report) writeJSON(w io.Writer) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(r)
-}
-
-// writeJSONFile writes the report as JSON to path.
-func (r *report) writeJSONFile(path string) error {
-	f, err := os.Create(path)
-	if err != nil {
-		return fmt.Errorf("--json-file: %w", err)
-	}
-	if err := r.writeJSON(f); err != nil {
-		_ = f.Close()
-		return fmt.Errorf("--json-file: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("--json-file: %w", err)
-	}
-	return nil
 }
 
 // writeTable writes the report as aligned text.
@@ -275,7 +227,11 @@ func (r *report) writeTable(w io.Writer) error {
 	for _, row := range r.Summary {
 		cells := []string{row.Workload, row.System}
 		for _, c := range tableColumns {
-			cells = append(cells, r.cell(row.Metrics, c.key))
+			var st *benchkit.Stat
+			if v, ok := row.Metrics[c.key]; ok {
+				st = &v
+			}
+			cells = append(cells, benchkit.FormatStat(st, nil))
 		}
 		if row.Failed > 0 {
 			cells = append(cells, fmt.Sprintf("(%d failed)", row.Failed))
@@ -291,7 +247,7 @@ func (r *report) writeTable(w io.Writer) error {
 		tw = tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "workload\tsystem\tingest MB/s\tCPU s/GB")
 		for _, row := range r.Ratios {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", row.Workload, row.System, r.statCell(row.Ingest), r.statCell(row.CPU))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", row.Workload, row.System, benchkit.FormatStat(row.Ingest, nil), benchkit.FormatStat(row.CPU, nil))
 		}
 		if err := tw.Flush(); err != nil {
 			return err
@@ -309,37 +265,4 @@ func (r *report) writeTable(w io.Writer) error {
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
-}
-
-func (r *report) cell(m map[string]stat, key string) string {
-	st, ok := m[key]
-	if !ok {
-		return "n/a"
-	}
-	return r.statCell(&st)
-}
-
-func (r *report) statCell(st *stat) string {
-	if st == nil {
-		return "n/a"
-	}
-	if st.N == 1 || st.Min == st.Max {
-		return formatNum(st.Median)
-	}
-	return formatNum(st.Median) + " [" + formatNum(st.Min) + "–" + formatNum(st.Max) + "]"
-}
-
-// formatNum prints about three significant digits.
-func formatNum(v float64) string {
-	a := math.Abs(v)
-	switch {
-	case a >= 100:
-		return fmt.Sprintf("%.0f", v)
-	case a >= 10:
-		return fmt.Sprintf("%.1f", v)
-	case a >= 1:
-		return fmt.Sprintf("%.2f", v)
-	default:
-		return fmt.Sprintf("%.3f", v)
-	}
 }

@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tusgate/tusgate/internal/benchkit"
 	"github.com/tusgate/tusgate/internal/tusclient"
 )
 
@@ -62,7 +61,7 @@ type bench struct {
 func benchmark(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 	b := &bench{cfg: cfg, gen: newGenerator(), tusgate: cfg.Tusgate, gofakes3: cfg.Gofakes3}
 	var err error
-	if b.self, err = selfPath(); err != nil {
+	if b.self, err = benchkit.Executable(); err != nil {
 		return err
 	}
 	if b.redis, err = exec.LookPath(cfg.RedisServer); err != nil {
@@ -86,18 +85,18 @@ func benchmark(ctx context.Context, cfg *config, stdout, stderr io.Writer) error
 	rep := newReport(cfg)
 	rep.Setup.RedisServer = redisVersion(ctx, b.redis)
 	if b.tusgate == "" || b.gofakes3 == "" {
-		root, err := moduleRoot(ctx)
+		root, err := benchkit.ModuleRoot(ctx)
 		if err != nil {
-			return err
+			return fmt.Errorf("%w (pass --tusgate and --gofakes3 to skip the builds)", err)
 		}
 		fmt.Fprintln(stderr, "building cmd/tusgate and gofakes3 …")
 		if b.tusgate == "" {
-			if b.tusgate, err = goBuild(ctx, root, "./cmd/tusgate", buildDir, "tusgate"); err != nil {
+			if b.tusgate, err = benchkit.GoBuild(ctx, root, "./cmd/tusgate", buildDir, "tusgate"); err != nil {
 				return err
 			}
 		}
 		if b.gofakes3 == "" {
-			if b.gofakes3, err = goBuild(ctx, root, gofakes3Module+"/cmd/gofakes3", buildDir, "gofakes3"); err != nil {
+			if b.gofakes3, err = benchkit.GoBuild(ctx, root, gofakes3Module+"/cmd/gofakes3", buildDir, "gofakes3"); err != nil {
 				return err
 			}
 			rep.Setup.Gofakes3 = goListVersion(ctx, root, gofakes3Module)
@@ -124,17 +123,7 @@ func benchmark(ctx context.Context, cfg *config, stdout, stderr io.Writer) error
 		}
 	}
 	rep.finish()
-	if cfg.JSONFile != "" {
-		if err := rep.writeJSONFile(cfg.JSONFile); err != nil {
-			return err
-		}
-	}
-	if cfg.JSON {
-		err = rep.writeJSON(stdout)
-	} else {
-		err = rep.writeMarkdown(stdout)
-	}
-	if err != nil {
+	if err := cfg.Output.Write(stdout, rep, rep.writeMarkdown); err != nil {
 		return err
 	}
 	if n := rep.failures(); n > 0 {
@@ -165,7 +154,7 @@ func redisVersion(ctx context.Context, bin string) string {
 type cluster struct {
 	redis     *redisServer
 	s3        *s3Server
-	emu       *emulator
+	emu       *benchkit.Emulator
 	instances []*instance
 }
 
@@ -179,14 +168,14 @@ func (c *cluster) close() {
 	c.redis.Close()
 }
 
-// procs are the cluster's processes, for error reports.
-func (c *cluster) procs() []*proc {
-	var ps []*proc
+// withOutput adds the output of a process that died to err.
+func (c *cluster) withOutput(err error) error {
+	var ps []*benchkit.Proc
 	for _, in := range c.instances {
 		ps = append(ps, in.proc)
 	}
 	if c.emu != nil {
-		ps = append(ps, c.emu.proc)
+		ps = append(ps, c.emu.Proc)
 	}
 	if c.s3 != nil {
 		ps = append(ps, c.s3.proc)
@@ -194,25 +183,15 @@ func (c *cluster) procs() []*proc {
 	if c.redis != nil {
 		ps = append(ps, c.redis.proc)
 	}
-	return ps
-}
-
-// withOutput adds the output of a process that died to err.
-func (c *cluster) withOutput(err error) error {
-	for _, p := range c.procs() {
-		if dead, tail := p.Exited(); dead {
-			return fmt.Errorf("%w\n%s", err, tail)
-		}
-	}
-	return err
+	return benchkit.WithOutput(err, ps...)
 }
 
 // sample is the resource use of every process of a run at one moment.
 type sample struct {
 	at        time.Time
-	instances []procStats
-	s3, redis procStats
-	emu       procStats
+	instances []benchkit.ProcStats
+	s3, redis benchkit.ProcStats
+	emu       benchkit.ProcStats
 	client    time.Duration
 	machine   machineTimes
 	cmds      int64            // Redis total_commands_processed
@@ -223,15 +202,15 @@ func (c *cluster) sample() (sample, error) {
 	s := sample{at: time.Now()}
 	var errs []error
 	for _, in := range c.instances {
-		st, err := readProcStats(in.proc.Pid())
+		st, err := benchkit.ReadProcStats(in.proc.Pid())
 		errs = append(errs, err)
 		s.instances = append(s.instances, st)
 	}
 	var err1, err2, err3, err4, err5 error
-	s.s3, err1 = readProcStats(c.s3.proc.Pid())
-	s.redis, err2 = readProcStats(c.redis.proc.Pid())
-	s.emu, err3 = readProcStats(c.emu.proc.Pid())
-	s.client = selfCPU()
+	s.s3, err1 = benchkit.ReadProcStats(c.s3.proc.Pid())
+	s.redis, err2 = benchkit.ReadProcStats(c.redis.proc.Pid())
+	s.emu, err3 = benchkit.ReadProcStats(c.emu.Proc.Pid())
+	s.client = benchkit.SelfCPU()
 	s.machine, err4 = readMachineTimes()
 	s.cmds, s.calls, err5 = c.redis.conn.commandCounts()
 	return s, errors.Join(append(errs, err1, err2, err3, err4, err5)...)
@@ -262,17 +241,17 @@ func (b *bench) measure(ctx context.Context, n int, res *runResult) (err error) 
 	if c.s3, err = startGofakes3(ctx, b.gofakes3, b.hc); err != nil {
 		return err
 	}
-	if c.emu, err = startEmulator(ctx, b.self, b.hc); err != nil {
+	if c.emu, err = benchkit.StartEmulator(ctx, b.self, b.hc); err != nil {
 		return err
 	}
 	for i := range n {
-		in, err := startInstance(ctx, b.cfg, b.tusgate, dir, i, c.redis.addr, c.s3, c.emu.url, b.hc)
+		in, err := startInstance(ctx, b.cfg, b.tusgate, dir, i, c.redis.addr, c.s3, c.emu.URL, b.hc)
 		if err != nil {
 			return err
 		}
 		c.instances = append(c.instances, in)
 	}
-	tokens, err := c.emu.tokens(ctx, b.cfg.Uploads)
+	tokens, err := c.emu.Tokens(ctx, b.cfg.Uploads)
 	if err != nil {
 		return err
 	}
@@ -307,7 +286,7 @@ func (b *bench) measure(ctx context.Context, n int, res *runResult) (err error) 
 
 	total := float64(b.cfg.TotalBytes())
 	gb := total / 1e9
-	cpu := func(a, b procStats) float64 { return (b.CPU - a.CPU).Seconds() / gb }
+	cpu := func(a, b benchkit.ProcStats) float64 { return (b.CPU - a.CPU).Seconds() / gb }
 	var tusgateCPU float64
 	var peak int64
 	for i := range after.instances {
@@ -436,53 +415,20 @@ func later(a, b time.Time) time.Time {
 	return a
 }
 
-// uploadStatus is the part of GET /uploads/{id} the benchmark reads.
-type uploadStatus struct {
-	State     string `json:"state"`
-	Delivered int64  `json:"delivered"`
-	VideoID   string `json:"videoId"`
-	Error     *struct {
-		Reason  string `json:"reason"`
-		Message string `json:"message"`
-	} `json:"error"`
-}
-
-// status reads the status of the upload at path from instance in.
-func (b *bench) status(ctx context.Context, in *instance, path string) (uploadStatus, error) {
-	var st uploadStatus
-	id := path[strings.LastIndexByte(path, '/')+1:]
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, in.base+"/uploads/"+id, nil)
-	if err != nil {
-		return st, fmt.Errorf("upload status: %w", err)
-	}
-	resp, err := b.hc.Do(req)
-	if err != nil {
-		return st, fmt.Errorf("upload status: %w", err)
-	}
-	defer drainClose(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		return st, fmt.Errorf("upload status %s: %s: %s", id, resp.Status, readSome(resp.Body))
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
-		return st, fmt.Errorf("upload status %s: %w", id, err)
-	}
-	return st, nil
-}
-
 // waitDelivered polls GET /uploads/{id} (round robin over the instances)
 // until every upload is delivered, one upload at a time: the moment the
 // last one is seen delivered is the same as if all were polled, with far
 // fewer reads (each of which costs Redis commands). It returns the final
 // statuses, when the last upload was seen delivered, and the number of
 // status reads.
-func (b *bench) waitDelivered(ctx context.Context, c *cluster, paths []string) ([]uploadStatus, time.Time, int, error) {
+func (b *bench) waitDelivered(ctx context.Context, c *cluster, paths []string) ([]benchkit.UploadStatus, time.Time, int, error) {
 	tick := time.NewTicker(pollInterval)
 	defer tick.Stop()
-	statuses := make([]uploadStatus, len(paths))
+	statuses := make([]benchkit.UploadStatus, len(paths))
 	polls := 0
 	for u, path := range paths {
 		for {
-			st, err := b.status(ctx, c.instances[polls%len(c.instances)], path)
+			st, err := benchkit.FetchStatus(ctx, b.hc, c.instances[polls%len(c.instances)].base, path)
 			polls++
 			if err != nil {
 				return nil, time.Time{}, polls, err
@@ -511,7 +457,7 @@ func (b *bench) statusPollCost(ctx context.Context, c *cluster, path string) (fl
 		return 0, err
 	}
 	for i := range calibrationPolls {
-		if _, err := b.status(ctx, c.instances[i%len(c.instances)], path); err != nil {
+		if _, err := benchkit.FetchStatus(ctx, b.hc, c.instances[i%len(c.instances)].base, path); err != nil {
 			return 0, err
 		}
 	}
@@ -526,8 +472,8 @@ func (b *bench) statusPollCost(ctx context.Context, c *cluster, path string) (fl
 // complete video per upload, the one tusgate names, its parts numbered
 // 1..k, and each part's SHA-256 equal to that of the source bytes at its
 // place. It returns the number of parts.
-func (b *bench) verify(ctx context.Context, c *cluster, tokens []string, statuses []uploadStatus) (int, error) {
-	videos, err := c.emu.videos(ctx)
+func (b *bench) verify(ctx context.Context, c *cluster, tokens []string, statuses []benchkit.UploadStatus) (int, error) {
+	videos, err := emulatorVideos(ctx, c.emu)
 	if err != nil {
 		return 0, err
 	}
@@ -593,44 +539,12 @@ func (b *bench) checkSpread(ctx context.Context, c *cluster, want []sent) error 
 // tusdCounters reads tusd_requests_total{method="PATCH"} and
 // tusd_bytes_received from in's /metrics.
 func (b *bench) tusdCounters(ctx context.Context, in *instance) (sent, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, in.base+"/metrics", nil)
+	const patches, bytes = `tusd_requests_total{method="PATCH"}`, "tusd_bytes_received"
+	m, err := benchkit.ScrapeMetrics(ctx, b.hc, in.base+"/metrics", patches, bytes)
 	if err != nil {
 		return sent{}, err
 	}
-	resp, err := b.hc.Do(req)
-	if err != nil {
-		return sent{}, fmt.Errorf("scrape metrics: %w", err)
-	}
-	defer drainClose(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		return sent{}, fmt.Errorf("scrape metrics: %s", resp.Status)
-	}
-	var s sent
-	found := 0
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		name, val, ok := strings.Cut(sc.Text(), " ")
-		if !ok || (name != `tusd_requests_total{method="PATCH"}` && name != "tusd_bytes_received") {
-			continue
-		}
-		f, err := strconv.ParseFloat(strings.TrimSpace(val), 64)
-		if err != nil {
-			return sent{}, fmt.Errorf("scrape metrics: %s %q: %w", name, val, err)
-		}
-		if name == "tusd_bytes_received" {
-			s.bytes = int64(f)
-		} else {
-			s.patches = int64(f)
-		}
-		found++
-	}
-	if err := sc.Err(); err != nil {
-		return sent{}, fmt.Errorf("scrape metrics: %w", err)
-	}
-	if found != 2 {
-		return sent{}, errors.New(`scrape metrics: no tusd_requests_total{method="PATCH"} or tusd_bytes_received`)
-	}
-	return s, nil
+	return sent{patches: int64(m[patches]), bytes: int64(m[bytes])}, nil
 }
 
 func partNumbers(ps []emulatorPart) []int {

@@ -1,7 +1,6 @@
 package main_test
 
 import (
-	"bytes"
 	"encoding/json"
 	"math"
 	"os"
@@ -10,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/tusgate/tusgate/internal/benchkit/benchkittest"
 )
 
 // report is the part of the JSON report the test reads.
@@ -37,31 +38,12 @@ func TestQuickRun(t *testing.T) {
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		t.Skip("redis-server is not on PATH")
 	}
-	bin := filepath.Join(t.TempDir(), "tusgate-scalebench")
-	build := []string{"build", "-o", bin}
-	if raceEnabled {
-		build = append(build, "-race")
-	}
-	build = append(build, ".")
-	if out, err := exec.CommandContext(t.Context(), "go", build...).CombinedOutput(); err != nil {
-		t.Fatalf("go %s: %v\n%s", strings.Join(build, " "), err, out)
-	}
+	bin := benchkittest.Build(t, "tusgate-scalebench")
 
 	work := t.TempDir()
 	jsonPath := filepath.Join(work, "report.json")
 	args := []string{"--quick", "--work-dir", work, "--json-file", jsonPath, "--run-timeout", "2m"}
-	cmd := exec.CommandContext(t.Context(), bin, args...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("tusgate-scalebench %s: %v\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), err, stdout.String(), stderr.String())
-	}
-	out := stdout.String()
-	t.Logf("report:\n%s", out)
-
-	if want := "command: tusgate-scalebench " + strings.Join(args, " ") + "\n"; !strings.HasPrefix(out, want) {
-		t.Errorf("report starts with %q, want %q", strings.SplitN(out, "\n", 2)[0], want)
-	}
+	out := benchkittest.Run(t, bin, args...)
 	if !strings.Contains(out, "- machine: ") || !strings.Contains(out, "go1.") {
 		t.Errorf("report header names no machine or Go version")
 	}

@@ -11,12 +11,13 @@ import (
 	"strings"
 	"time"
 
-	"github.com/dustin/go-humanize"
+	"github.com/tusgate/tusgate/internal/benchkit"
 )
 
 const (
-	kib = 1 << 10
 	mib = 1 << 20
+	// maxSize bounds the size flags.
+	maxSize = 1 << 40
 )
 
 // Bounds of --part-size: api.video's smallest part, and the largest the
@@ -51,38 +52,14 @@ type config struct {
 	TusgateArgs []string
 	// WorkDir holds the builds and each run's temporary directories.
 	WorkDir string
-	// JSON prints JSON instead of the Markdown report; JSONFile also writes
-	// it to that file.
-	JSON     bool
-	JSONFile string
+	// Output says where the report goes: the Markdown report or JSON.
+	Output benchkit.Output
 	// RunTimeout bounds one run.
 	RunTimeout time.Duration
 }
 
 // TotalBytes is the number of bytes one run uploads.
 func (c *config) TotalBytes() int64 { return int64(c.Uploads) * c.Size }
-
-// sizeValue is a flag holding a byte size such as 64MiB.
-type sizeValue struct{ p *int64 }
-
-func (s sizeValue) String() string {
-	if s.p == nil {
-		return ""
-	}
-	return ibytes(*s.p)
-}
-
-func (s sizeValue) Set(v string) error {
-	n, err := humanize.ParseBytes(v)
-	if err != nil {
-		return fmt.Errorf("not a size (such as 64MiB): %w", err)
-	}
-	if n == 0 || n > 1<<40 {
-		return errors.New("must be between 1 byte and 1TiB")
-	}
-	*s.p = int64(n)
-	return nil
-}
 
 // intsValue is a comma-separated list of distinct instance counts.
 type intsValue struct{ p *[]int }
@@ -116,7 +93,7 @@ func (v intsValue) Set(s string) error {
 // parseConfig parses the benchmark's flags; it returns nil, nil for --help.
 func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	cfg := &config{
-		Command:     quoteCommand(args),
+		Command:     benchkit.QuoteCommand("tusgate-scalebench", args),
 		Runs:        3,
 		Instances:   []int{1, 2, 3},
 		Uploads:     6,
@@ -141,42 +118,28 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	fs.IntVar(&cfg.Runs, "runs", cfg.Runs, "runs of each instance count (the report shows medians)")
 	fs.Var(intsValue{&cfg.Instances}, "instances", "comma-separated instance counts; the first is the base of the ratio column")
 	fs.IntVar(&cfg.Uploads, "uploads", cfg.Uploads, "concurrent uploads per run")
-	fs.Var(sizeValue{&cfg.Size}, "size", "size of each upload")
-	fs.Var(sizeValue{&cfg.PatchSize}, "patch-size", "PATCH size (each PATCH of an upload goes to the next instance)")
-	fs.Var(sizeValue{&cfg.PartSize}, "part-size", "tusgate --part-size (5MiB..50MiB)")
+	fs.Var(benchkit.SizeValue{P: &cfg.Size, Max: maxSize}, "size", "size of each upload")
+	fs.Var(benchkit.SizeValue{P: &cfg.PatchSize, Max: maxSize}, "patch-size", "PATCH size (each PATCH of an upload goes to the next instance)")
+	fs.Var(benchkit.SizeValue{P: &cfg.PartSize, Max: maxSize}, "part-size", "tusgate --part-size (5MiB..50MiB)")
 	fs.BoolVar(&quick, "quick", false, "smoke run: 2 uploads of 12MiB in 4MiB PATCHes, 5MiB parts, 1 run (flags given explicitly win)")
 	fs.StringVar(&cfg.Tusgate, "tusgate", "", "tusgate binary (default: go build ./cmd/tusgate from the module root)")
 	fs.StringVar(&cfg.Gofakes3, "gofakes3", "", "gofakes3 binary (default: go build the version go.mod pins)")
 	fs.StringVar(&cfg.RedisServer, "redis-server", cfg.RedisServer, "redis-server executable (a private one is started per run)")
 	fs.StringVar(&tusgateArgs, "tusgate-args", "", "extra space-separated arguments for every tusgate, such as \"--workers 8\"")
 	fs.StringVar(&cfg.WorkDir, "work-dir", cfg.WorkDir, "directory for builds and temporary data directories")
-	fs.BoolVar(&cfg.JSON, "json", false, "print JSON instead of the Markdown report")
-	fs.StringVar(&cfg.JSONFile, "json-file", "", "also write the JSON report to this file")
+	cfg.Output.RegisterFlags(fs, "Markdown report")
 	fs.DurationVar(&cfg.RunTimeout, "run-timeout", cfg.RunTimeout, "bound on one run")
-	if err := fs.Parse(args[1:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil, nil
-		}
+	if ok, err := benchkit.ParseFlags(fs, args[1:]); !ok || err != nil {
 		return nil, err
 	}
-	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
-	}
 	if quick {
-		set := map[string]bool{}
-		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-		quickDefaults := map[string]func(){
+		benchkit.ApplyUnset(fs, map[string]func(){
 			"runs":       func() { cfg.Runs = 1 },
 			"uploads":    func() { cfg.Uploads = 2 },
 			"size":       func() { cfg.Size = 12 * mib },
 			"patch-size": func() { cfg.PatchSize = 4 * mib },
 			"part-size":  func() { cfg.PartSize = 5 * mib },
-		}
-		for name, apply := range quickDefaults {
-			if !set[name] {
-				apply()
-			}
-		}
+		})
 	}
 	cfg.TusgateArgs = strings.Fields(tusgateArgs)
 	return cfg, cfg.validate()
@@ -195,7 +158,7 @@ func (c *config) validate() error {
 		errs = append(errs, fmt.Errorf("--uploads %d: must be between 1 and 1000", c.Uploads))
 	}
 	if c.PartSize < minPartSize || c.PartSize > maxPartSize {
-		errs = append(errs, fmt.Errorf("--part-size %s: must be between %s and %s", ibytes(c.PartSize), ibytes(minPartSize), ibytes(maxPartSize)))
+		errs = append(errs, fmt.Errorf("--part-size %s: must be between %s and %s", benchkit.IBytes(c.PartSize), benchkit.IBytes(minPartSize), benchkit.IBytes(maxPartSize)))
 	}
 	if c.RunTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("--run-timeout %v: must be positive", c.RunTimeout))
@@ -204,33 +167,4 @@ func (c *config) validate() error {
 		errs = append(errs, fmt.Errorf("--work-dir %s: not a directory", c.WorkDir))
 	}
 	return errors.Join(errs...)
-}
-
-// quoteCommand renders args as a shell command line (program name without
-// its directory, which is a temporary one under `go run`).
-func quoteCommand(args []string) string {
-	if len(args) == 0 {
-		return ""
-	}
-	parts := []string{"tusgate-scalebench"}
-	for _, a := range args[1:] {
-		if a == "" || strings.ContainsAny(a, " \t\n'\"\\$`*?[]{}()<>|&;#~") {
-			a = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
-		}
-		parts = append(parts, a)
-	}
-	return strings.Join(parts, " ")
-}
-
-// ibytes formats n as 64MiB, 1GiB, 640KiB, 1.5MiB.
-func ibytes(n int64) string {
-	for _, u := range []struct {
-		size int64
-		name string
-	}{{1 << 30, "GiB"}, {mib, "MiB"}, {kib, "KiB"}} {
-		if n >= u.size && n%u.size == 0 {
-			return strconv.FormatInt(n/u.size, 10) + u.name
-		}
-	}
-	return strings.ReplaceAll(humanize.IBytes(uint64(n)), " ", "")
 }

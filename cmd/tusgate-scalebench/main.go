@@ -37,30 +37,19 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"os"
-	"os/signal"
-	"syscall"
+
+	"github.com/tusgate/tusgate/internal/benchkit"
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args, os.Stdout, os.Stderr)
-	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "tusgate-scalebench:", err)
-		os.Exit(1)
-	}
+	os.Exit(benchkit.Main("tusgate-scalebench", run))
 }
-
-// cmdServeEmulator is the hidden subcommand the benchmark re-executes
-// itself with to run the api.video emulator in a process of its own.
-const cmdServeEmulator = "serve-emulator"
 
 // run is the whole program; args[0] is the program name.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) > 1 && args[1] == cmdServeEmulator {
+	if len(args) > 1 && args[1] == benchkit.ServeEmulatorCommand {
 		return serveEmulator(ctx, args[2:], stdout, stderr)
 	}
 	cfg, err := parseConfig(args, stderr)

@@ -1,37 +1,17 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
-	"math"
 	"os"
 	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tusgate/tusgate/internal/benchkit"
 )
-
-// stat is the spread of one figure over runs.
-type stat struct {
-	Median float64 `json:"median"`
-	Min    float64 `json:"min"`
-	Max    float64 `json:"max"`
-	N      int     `json:"n"`
-}
-
-func newStat(vs []float64) stat {
-	s := slices.Clone(vs)
-	slices.Sort(s)
-	st := stat{Min: s[0], Max: s[len(s)-1], N: len(s)}
-	if len(s)%2 == 1 {
-		st.Median = s[len(s)/2]
-	} else {
-		st.Median = (s[len(s)/2-1] + s[len(s)/2]) / 2
-	}
-	return st
-}
 
 // runResult is one run of one instance count.
 type runResult struct {
@@ -46,11 +26,11 @@ type runResult struct {
 
 // summaryRow is the spread of every figure of one instance count.
 type summaryRow struct {
-	Instances int             `json:"instances"`
-	Metrics   map[string]stat `json:"metrics"`
+	Instances int                      `json:"instances"`
+	Metrics   map[string]benchkit.Stat `json:"metrics"`
 	// Ratio is ingest MB/s over that of the base instance count, run by
 	// run (run i over run i); nil when no pair of runs succeeded.
-	Ratio *stat `json:"ingestRatio"`
+	Ratio *benchkit.Stat `json:"ingestRatio"`
 	// Failed counts the failed runs.
 	Failed int `json:"failed,omitempty"`
 }
@@ -139,8 +119,8 @@ func (r *report) finish() {
 		}
 	}
 	for _, n := range r.instanceCounts() {
-		row := summaryRow{Instances: n, Metrics: map[string]stat{}}
-		values := map[string][]float64{}
+		row := summaryRow{Instances: n}
+		var ok []map[string]float64
 		var ratios []float64
 		for _, res := range r.Runs {
 			if res.Instances != n {
@@ -150,45 +130,18 @@ func (r *report) finish() {
 				row.Failed++
 				continue
 			}
-			for k, v := range res.Metrics {
-				values[k] = append(values[k], v)
-			}
-			if b, ok := base[res.Run]; ok && b > 0 {
+			ok = append(ok, res.Metrics)
+			if b, found := base[res.Run]; found && b > 0 {
 				ratios = append(ratios, res.Metrics[mIngest]/b)
 			}
 		}
-		for k, vs := range values {
-			row.Metrics[k] = newStat(vs)
-		}
+		row.Metrics = benchkit.Summarize(ok)
 		if len(ratios) > 0 {
-			st := newStat(ratios)
+			st := benchkit.NewStat(ratios)
 			row.Ratio = &st
 		}
 		r.Summary = append(r.Summary, row)
 	}
-}
-
-// writeJSON writes the report as indented JSON.
-func (r *report) writeJSON(w io.Writer) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(r)
-}
-
-// writeJSONFile writes the report as JSON to path.
-func (r *report) writeJSONFile(path string) error {
-	f, err := os.Create(path)
-	if err != nil {
-		return fmt.Errorf("--json-file: %w", err)
-	}
-	if err := r.writeJSON(f); err != nil {
-		_ = f.Close()
-		return fmt.Errorf("--json-file: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("--json-file: %w", err)
-	}
-	return nil
 }
 
 // column is one column of the Markdown table (after "instances").
@@ -242,7 +195,7 @@ func (r *report) writeMarkdown(w io.Writer) error {
 	fmt.Fprintf(&b, ", %s\n", h.GoVersion)
 	s := r.Setup
 	fmt.Fprintf(&b, "- workload: %d concurrent uploads × %s (%s per run) in %s PATCHes; PATCH k of upload u → instance (u+k) mod N; tusgate --part-size %s",
-		s.Uploads, ibytes(s.SizeBytes), ibytes(int64(s.Uploads)*s.SizeBytes), ibytes(s.PatchBytes), ibytes(s.PartBytes))
+		s.Uploads, benchkit.IBytes(s.SizeBytes), benchkit.IBytes(int64(s.Uploads)*s.SizeBytes), benchkit.IBytes(s.PatchBytes), benchkit.IBytes(s.PartBytes))
 	if s.TusgateArgs != "" {
 		fmt.Fprintf(&b, " %s", s.TusgateArgs)
 	}
@@ -268,7 +221,7 @@ func (r *report) writeMarkdown(w io.Writer) error {
 	for _, row := range r.Summary {
 		cells := []string{strconv.Itoa(row.Instances)}
 		for _, c := range columns {
-			var st *stat
+			var st *benchkit.Stat
 			if c.key == "" {
 				st = row.Ratio
 			} else if v, ok := row.Metrics[c.key]; ok {
@@ -292,34 +245,16 @@ func (r *report) writeMarkdown(w io.Writer) error {
 }
 
 // cell formats a statistic: the median, and [min–max] when spread is set
-// and the runs differ.
-func cell(st *stat, spread, ratio bool) string {
-	if st == nil {
-		return "n/a"
-	}
-	f := formatNum
+// and the runs differ; a ratio as 1.50×.
+func cell(st *benchkit.Stat, spread, ratio bool) string {
+	f := benchkit.FormatNum
 	if ratio {
 		f = func(v float64) string { return fmt.Sprintf("%.2f×", v) }
 	}
-	if !spread || st.N == 1 || st.Min == st.Max {
+	if st != nil && !spread {
 		return f(st.Median)
 	}
-	return f(st.Median) + " [" + f(st.Min) + "–" + f(st.Max) + "]"
-}
-
-// formatNum prints about three significant digits.
-func formatNum(v float64) string {
-	a := math.Abs(v)
-	switch {
-	case a >= 100:
-		return fmt.Sprintf("%.0f", v)
-	case a >= 10:
-		return fmt.Sprintf("%.1f", v)
-	case a >= 1:
-		return fmt.Sprintf("%.2f", v)
-	default:
-		return fmt.Sprintf("%.3f", v)
-	}
+	return benchkit.FormatStat(st, f)
 }
 
 func readHostInfo() hostInfo {
