@@ -1,13 +1,10 @@
 package webhook
 
 import (
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"maps"
-	"strings"
 	"time"
 
+	"github.com/tusgate/tusgate/auth"
 	"github.com/tusgate/tusgate/store"
 )
 
@@ -15,7 +12,7 @@ import (
 const (
 	// HeaderSignature holds the lowercase hex HMAC-SHA256 of the raw body,
 	// keyed with the webhook secret (see Sign and Verify).
-	HeaderSignature = "X-Tusgate-Signature"
+	HeaderSignature = auth.SignatureHeader
 	// HeaderEventID repeats the body's id: the same on every retry.
 	HeaderEventID = "X-Tusgate-Event-Id"
 	// HeaderEventType repeats the body's type.
@@ -157,21 +154,13 @@ func NewPayload(u *store.Upload, ev store.Event) Payload {
 
 // Sign returns the value of HeaderSignature for body: the lowercase hex
 // HMAC-SHA256 of the raw body, keyed with secret.
-func Sign(secret, body []byte) string {
-	mac := hmac.New(sha256.New, secret)
-	mac.Write(body)
-	return hex.EncodeToString(mac.Sum(nil))
-}
+func Sign(secret, body []byte) string { return auth.BodySignature(secret, body) }
 
 // Verify reports whether header (the received HeaderSignature, hex in any
 // case) is the signature of body under secret. It compares in constant
-// time. Receivers must verify the raw body, before parsing it.
+// time. Receivers must verify the raw body, before parsing it. The scheme
+// is the auth hook's (auth.VerifyBodySignature), so a platform checks both
+// with one function.
 func Verify(secret, body []byte, header string) bool {
-	got, err := hex.DecodeString(strings.TrimSpace(header))
-	if err != nil || len(got) != sha256.Size {
-		return false
-	}
-	mac := hmac.New(sha256.New, secret)
-	mac.Write(body)
-	return hmac.Equal(got, mac.Sum(nil))
+	return auth.VerifyBodySignature(secret, body, header)
 }
