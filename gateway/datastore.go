@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"sync/atomic"
+	"time"
 
 	"github.com/tus/tusd/v2/pkg/handler"
 	"go.uber.org/zap"
@@ -559,8 +560,21 @@ func (c *countingReader) Read(p []byte) (int, error) {
 
 // Copy buffer sizes of countingReader.WriteTo.
 const (
-	smallCopyBuf = 32 << 10
+	// smallCopyBuf is what a stream starts with and what a slow or idle
+	// client keeps: 8 KiB per open upload (a slow client's reads bring
+	// less than that anyway).
+	smallCopyBuf = 8 << 10
 	largeCopyBuf = 1 << 20
+	// shrinkAfter consecutive reads of fewer than shrinkBelow bytes into
+	// the large buffer give it back (the client slowed down; one short
+	// read of a fast stream does not).
+	shrinkBelow = 32 << 10
+	shrinkAfter = 8
+	// growAfter bytes read in full small reads within growWithin make a
+	// stream fast enough for the large buffer (a slow client fills the
+	// small buffer too, but slowly).
+	growAfter  = 64 << 10
+	growWithin = 50 * time.Millisecond
 )
 
 // largeBuf returns a large copy buffer from the gateway's pool.
@@ -572,11 +586,12 @@ func (g *Gateway) largeBuf() *[largeCopyBuf]byte {
 }
 
 // WriteTo implements io.WriterTo, which the filestore's io.Copy prefers to
-// its own 32 KiB buffer. A stream starts with a small buffer and switches to
-// a pooled 1 MiB one while reads keep filling it (a fast client: fewer,
-// larger file writes); it gives the large buffer back as soon as reads come
-// in small (a slow or idle client keeps only the small one). Every Read goes
-// through c.Read, so part boundaries are recorded as before.
+// its own 32 KiB buffer. A stream starts with an 8 KiB buffer and switches
+// to a pooled 1 MiB one once full reads bring growAfter bytes within
+// growWithin (a fast client: fewer, larger file writes); it gives the large
+// buffer back once shrinkAfter reads in a row come in small (a slow or idle
+// client keeps only the small one, less than the 32 KiB plain tusd holds). Every Read
+// goes through c.Read, so part boundaries are recorded as before.
 func (c *countingReader) WriteTo(w io.Writer) (int64, error) {
 	small := make([]byte, smallCopyBuf)
 	var large *[largeCopyBuf]byte
@@ -587,7 +602,11 @@ func (c *countingReader) WriteTo(w io.Writer) (int64, error) {
 	}()
 	buf := small
 	var total int64
-	full := 0 // consecutive reads that filled the small buffer
+	// burst counts the bytes of consecutive full small reads since
+	// burstStart.
+	var burst int
+	var burstStart time.Time
+	short := 0 // consecutive short reads into the large buffer
 	for {
 		n, err := c.Read(buf)
 		if n > 0 {
@@ -608,15 +627,23 @@ func (c *countingReader) WriteTo(w io.Writer) (int64, error) {
 		}
 		switch {
 		case large == nil && n == len(small):
-			if full++; full >= 2 {
+			now := c.u.g.cfg.Now()
+			if burst == 0 || now.Sub(burstStart) > growWithin {
+				burst, burstStart = 0, now
+			}
+			if burst += n; burst >= growAfter {
 				large = c.u.g.largeBuf()
 				buf = large[:]
 			}
 		case large == nil:
-			full = 0
-		case n < smallCopyBuf:
-			c.u.g.copyBufs.Put(large)
-			large, buf, full = nil, small, 0
+			burst = 0
+		case n >= shrinkBelow:
+			short = 0
+		default:
+			if short++; short >= shrinkAfter {
+				c.u.g.copyBufs.Put(large)
+				large, buf, burst, short = nil, small, 0, 0
+			}
 		}
 	}
 }
