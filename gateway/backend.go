@@ -50,4 +50,15 @@ type Backend interface {
 	Remove(ctx context.Context, id string) error
 	// Check reports whether the backend can store bytes now (readiness).
 	Check(ctx context.Context) error
+	// List returns every upload whose tusd metadata the backend holds,
+	// for the orphan sweep (Gateway.SweepOrphans).
+	List(ctx context.Context) ([]Stored, error)
+}
+
+// Stored is an upload a Backend holds.
+type Stored struct {
+	ID string
+	// Modified is when its tusd metadata or bytes last changed (as far as
+	// a listing tells).
+	Modified time.Time
 }

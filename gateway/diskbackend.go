@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/tus/tusd/v2/pkg/filestore"
@@ -135,6 +136,30 @@ func (d *diskBackend) Remove(_ context.Context, id string) error {
 		return fmt.Errorf("remove files of upload %s: %w", id, err)
 	}
 	return nil
+}
+
+// List implements Backend: the uploads with a .info file, modified at the
+// later of their two files' modification times.
+func (d *diskBackend) List(context.Context) ([]Stored, error) {
+	entries, err := os.ReadDir(d.dir)
+	if err != nil {
+		return nil, fmt.Errorf("list uploads: %w", err)
+	}
+	var out []Stored
+	for _, e := range entries {
+		id, ok := strings.CutSuffix(e.Name(), ".info")
+		if !ok || id == "" || e.IsDir() {
+			continue
+		}
+		s := Stored{ID: id}
+		for _, p := range []string{d.infoPath(id), d.binPath(id)} {
+			if fi, err := os.Stat(p); err == nil && fi.ModTime().After(s.Modified) {
+				s.Modified = fi.ModTime()
+			}
+		}
+		out = append(out, s)
+	}
+	return out, nil
 }
 
 // Check implements Backend: it creates and removes a file in the directory.

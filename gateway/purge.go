@@ -78,3 +78,62 @@ func answerDelivered(w http.ResponseWriter, r *http.Request, rec *store.Upload) 
 	h.Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
 }
+
+// SweepOrphans removes from the Backend the bytes no live upload needs,
+// which the other clean-ups cannot see because the record left the state
+// store's active set or never reached it:
+//
+//   - delivered (unless Config.KeepDelivered) or terminated uploads: a crash
+//     between the transition and the removal;
+//   - failed uploads, once Config.UploadExpiry has passed since their last
+//     change (the client was told 410; nothing will resume them);
+//   - bytes without a record, once Config.UploadExpiry has passed since they
+//     last changed (a creation that died before its record, a state store
+//     that lost its data).
+//
+// It returns how many uploads it removed. A failure to reach the state
+// store stops it (it never removes what it cannot check); a failure to
+// remove one upload is reported and the sweep goes on.
+func (g *Gateway) SweepOrphans(ctx context.Context) (int, error) {
+	stored, err := g.be.List(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("sweep orphans: %w", err)
+	}
+	now := g.cfg.Now()
+	removed := 0
+	var errs []error
+	for _, s := range stored {
+		rec, err := g.st.Get(ctx, s.ID)
+		var why string
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			last := s.Modified
+			if t, err := g.be.LastWrite(ctx, s.ID); err == nil && t.After(last) {
+				last = t
+			}
+			if now.Sub(last) < g.cfg.UploadExpiry {
+				continue // maybe a creation in progress
+			}
+			why = "no record"
+		case err != nil:
+			return removed, errors.Join(append(errs, fmt.Errorf("sweep orphans: read upload %s: %w", s.ID, err))...)
+		case rec.State == store.StateDelivered && !g.cfg.KeepDelivered:
+			why = "delivered"
+		case rec.State == store.StateTerminated:
+			why = "terminated"
+		case rec.State == store.StateFailed && now.Sub(rec.UpdatedAt) >= g.cfg.UploadExpiry:
+			why = "failed"
+		default:
+			continue
+		}
+		if err := g.be.Remove(ctx, s.ID); err != nil {
+			errs = append(errs, fmt.Errorf("sweep orphans: remove upload %s: %w", s.ID, err))
+			continue
+		}
+		g.forget(s.ID)
+		removed++
+		g.metrics.uploads.WithLabelValues("swept").Inc()
+		g.log.Info("removed the bytes of an upload nothing needs", zap.String("id", s.ID), zap.String("why", why))
+	}
+	return removed, errors.Join(errs...)
+}

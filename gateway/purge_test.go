@@ -86,3 +86,57 @@ func TestKeepDelivered(t *testing.T) {
 		t.Errorf("bytes with KeepDelivered: %d, %v", n, err)
 	}
 }
+
+// The orphan sweep removes the bytes no live upload needs: delivered and
+// terminated uploads at once, failed ones and bytes without a record once
+// the upload expiry has passed; an upload still receiving stays.
+func TestSweepOrphans(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, func(c *gateway.Config) { c.UploadExpiry = time.Hour })
+	h.now = time.Now().UTC() // file times are real: the clock must be too
+	upload := func() (string, string) {
+		u, id := h.create(t, 3, map[string]string{"filename": "a.mp4"})
+		if _, err := h.client.Patch(t.Context(), u, 0, strings.NewReader("ab"), 2, -1); err != nil {
+			t.Fatal(err)
+		}
+		return u, id
+	}
+	_, delivered := upload()
+	if _, err := h.client.Patch(t.Context(), h.endpoint+delivered, 2, strings.NewReader("c"), 1, -1); err != nil {
+		t.Fatal(err)
+	}
+	h.deliverAll(t, delivered) // as if the process died before PurgeDelivered
+	_, terminated := upload()
+	if _, err := h.st.Update(t.Context(), terminated, func(u *store.Upload) error { return u.Terminate(h.now) }); err != nil {
+		t.Fatal(err)
+	}
+	_, failed := upload()
+	if _, err := h.st.Update(t.Context(), failed, func(u *store.Upload) error { return u.Fail(store.ReasonDeadlineMissed, "late", h.now) }); err != nil {
+		t.Fatal(err)
+	}
+	_, noRecord := upload()
+	if err := h.st.Delete(t.Context(), noRecord); err != nil {
+		t.Fatal(err)
+	}
+	_, receiving := upload()
+
+	has := func(id string) bool {
+		_, err := h.gw.Source().Offset(t.Context(), id)
+		return err == nil
+	}
+	if n, err := h.gw.SweepOrphans(t.Context()); err != nil || n != 2 {
+		t.Fatalf("first sweep: removed %d, %v; want the delivered and the terminated upload", n, err)
+	}
+	for id, want := range map[string]bool{delivered: false, terminated: false, failed: true, noRecord: true, receiving: true} {
+		if has(id) != want {
+			t.Errorf("after the first sweep, upload %s has bytes %v, want %v", id, !want, want)
+		}
+	}
+	h.now = h.now.Add(time.Hour + time.Minute)
+	if n, err := h.gw.SweepOrphans(t.Context()); err != nil || n != 2 {
+		t.Fatalf("sweep after the upload expiry: removed %d, %v; want the failed upload and the one without a record", n, err)
+	}
+	if has(failed) || has(noRecord) || !has(receiving) {
+		t.Errorf("after the second sweep: failed %v, no record %v, receiving %v; want false, false, true", has(failed), has(noRecord), has(receiving))
+	}
+}

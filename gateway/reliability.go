@@ -326,8 +326,9 @@ func (g *Gateway) expire(ctx context.Context, id string) (bool, error) {
 }
 
 // RunJanitor calls ExpireUploads every interval (default, when every ≤ 0:
-// one minute; the first run comes after one interval) until ctx ends, and
-// logs how many uploads expired and any error. It returns when ctx is done.
+// one minute; the first run comes after one interval), and SweepOrphans on
+// the first run and every sweepEveryRuns runs, until ctx ends, and logs
+// what they removed and any error. It returns when ctx is done.
 //
 //	go func() { defer wg.Done(); gw.RunJanitor(ctx, time.Minute) }()
 func (g *Gateway) RunJanitor(ctx context.Context, every time.Duration) {
@@ -337,7 +338,7 @@ func (g *Gateway) RunJanitor(ctx context.Context, every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	log := g.log.Named("janitor")
-	for {
+	for run := 0; ; run++ {
 		select {
 		case <-ctx.Done():
 			return
@@ -350,5 +351,20 @@ func (g *Gateway) RunJanitor(ctx context.Context, every time.Duration) {
 		if err != nil && ctx.Err() == nil {
 			log.Warn("expire uploads", zap.Int("expired", n), zap.Error(err))
 		}
+		if run%sweepEveryRuns != 0 {
+			continue
+		}
+		n, err = g.SweepOrphans(ctx)
+		if n > 0 {
+			log.Info("removed orphaned upload bytes", zap.Int("count", n))
+		}
+		if err != nil && ctx.Err() == nil {
+			log.Warn("sweep orphaned upload bytes", zap.Int("removed", n), zap.Error(err))
+		}
 	}
 }
+
+// sweepEveryRuns: the janitor sweeps orphans on its first run and every
+// sweepEveryRuns runs after it (hourly with the default minute; a sweep
+// lists the whole data store).
+const sweepEveryRuns = 60

@@ -391,6 +391,33 @@ func (s *Store) LastWrite(ctx context.Context, id string) (time.Time, error) {
 	return l.lastModified, nil
 }
 
+// List implements gateway.Backend: every upload with a .info object under
+// the prefix (one LIST page per 1000 objects of the prefix), modified when
+// that object was last written.
+func (s *Store) List(ctx context.Context) ([]gateway.Stored, error) {
+	var out []gateway.Stored
+	in := &s3.ListObjectsV2Input{Bucket: aws.String(s.bucket), Prefix: aws.String(s.prefix)}
+	for {
+		page, err := s.api.ListObjectsV2(ctx, in)
+		if err != nil {
+			return out, fmt.Errorf("s3data: list uploads: %w", err)
+		}
+		var last string
+		for _, o := range page.Contents {
+			last = aws.ToString(o.Key)
+			objectID, ok := strings.CutSuffix(strings.TrimPrefix(last, s.prefix), ".info")
+			if !ok || objectID == "" || strings.Contains(objectID, "/") {
+				continue // bytes, staging or another key
+			}
+			out = append(out, gateway.Stored{ID: objectID, Modified: aws.ToTime(o.LastModified)})
+		}
+		if !aws.ToBool(page.IsTruncated) || last == "" {
+			return out, nil
+		}
+		in.StartAfter = aws.String(last)
+	}
+}
+
 // Remove implements gateway.Backend: it aborts the multipart upload and
 // deletes the final object, .info, .part and staging objects. When the
 // .info object is gone too, every multipart upload of the key is aborted

@@ -689,3 +689,35 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 }
 
 var _ = gateway.ErrNotReceived
+
+// List names every upload with a .info object, once, whatever else (bytes,
+// incomplete part, staging objects) it has, and no other key.
+func TestList(t *testing.T) {
+	t.Parallel()
+	srv := s3test.Start(t)
+	st, _ := newStore(t, srv)
+	a := newUpload(t, st, "la", 10*MiB)
+	if _, err := a.WriteChunk(t.Context(), 0, bytes.NewReader(randomData(6*MiB, 9))); err != nil {
+		t.Fatal(err)
+	}
+	newUpload(t, st, "lb", 3)
+	if _, err := srv.Client(t).PutObject(t.Context(), &s3.PutObjectInput{
+		Bucket: aws.String(srv.Bucket()), Key: aws.String("unrelated/thing.info"), Body: strings.NewReader("x"),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := st.List(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := map[string]bool{}
+	for _, s := range got {
+		if s.Modified.IsZero() {
+			t.Errorf("upload %s listed without a modification time", s.ID)
+		}
+		ids[s.ID] = true
+	}
+	if len(got) != 2 || !ids[uploadID(t, a)] || !ids["lb"] {
+		t.Errorf("List: got %+v, want la and lb once each", got)
+	}
+}
