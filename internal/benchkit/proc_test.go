@@ -6,6 +6,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tusgate/tusgate/internal/benchkit"
 )
@@ -110,7 +111,16 @@ func TestWithOutput(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dead.Kill() // waits for its exit
+	// It exits by itself after its last words (killing it could come first).
+	deadline := time.Now().Add(10 * time.Second)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for exited, _ := dead.Exited(); !exited; exited, _ = dead.Exited() {
+		if time.Now().After(deadline) {
+			t.Fatal("the shell did not exit")
+		}
+		<-tick.C
+	}
 	base := errors.New("request failed")
 
 	if got := benchkit.WithOutput(base, nil, running); got != base {
