@@ -18,7 +18,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -276,15 +275,7 @@ func TestBrowserDemoPage(t *testing.T) {
 	b := startBrowser(t)
 	stack := startDemoStack(t)
 	data := browserBytes(5, browserUploadSize)
-	file := filepath.Join(t.TempDir(), "holiday.mp4")
-	if err := os.WriteFile(file, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-
-	b.Goto(stack.URL + "/")
-	b.SetInputFiles("#file", file)
-	var videoID string
-	b.WaitFor(`document.querySelector("#received .match, #received .mismatch") && document.getElementById("video-id").textContent`, &videoID)
+	videoID := pickOnDemoPage(t, b, stack.URL, "holiday.mp4", data)
 
 	videos := stack.Demo.Emulator().Videos()
 	if len(videos) != 1 {
@@ -353,22 +344,10 @@ func TestBrowserDemoPage(t *testing.T) {
 // demo page beside the gateway, and a file picked on the page reaches its
 // emulator byte for byte. It skips while the binary has no --demo flag.
 func TestBrowserDemoBinary(t *testing.T) {
-	help, err := exec.Command(tusgateBin, "--help").CombinedOutput()
-	if err != nil || !strings.Contains(string(help), "--demo") {
-		t.Skip("skipped: the tusgate binary has no --demo flag yet")
-	}
 	b := startBrowser(t)
 	gw := startDemoBinary(t)
 	data := browserBytes(6, 7*mib)
-	file := filepath.Join(t.TempDir(), "clip.mp4")
-	if err := os.WriteFile(file, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-
-	b.Goto(gw.URL + "/")
-	b.SetInputFiles("#file", file)
-	var videoID string
-	b.WaitFor(`document.querySelector("#received .match, #received .mismatch") && document.getElementById("video-id").textContent`, &videoID)
+	videoID := pickOnDemoPage(t, b, gw.URL, "clip.mp4", data)
 	if got := b.Text("#received"); !strings.Contains(got, "identical to your file") {
 		t.Errorf("what the page says api.video received: got %q, want identical", got)
 	}
@@ -398,4 +377,20 @@ func TestBrowserVendoredTusClient(t *testing.T) {
 	if !bytes.Equal(got, want) {
 		t.Errorf("demo/assets/tus.min.js differs from %s: copy it (and update demo/assets/NOTICE)", npm)
 	}
+}
+
+// pickOnDemoPage opens the demo page at base, picks a file named name
+// holding data, and returns the video id the page shows once it has
+// compared the emulator's bytes with the file.
+func pickOnDemoPage(t *testing.T, b *browser, base, name string, data []byte) string {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(file, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b.Goto(base + "/")
+	b.SetInputFiles("#file", file)
+	var videoID string
+	b.WaitFor(`document.querySelector("#received .match, #received .mismatch") && document.getElementById("video-id").textContent`, &videoID)
+	return videoID
 }
