@@ -22,6 +22,7 @@ import (
 	"github.com/tusgate/tusgate/apivideo"
 	"github.com/tusgate/tusgate/apivideo/apivideotest"
 	"github.com/tusgate/tusgate/forwarder"
+	"github.com/tusgate/tusgate/internal/testwait"
 	"github.com/tusgate/tusgate/store"
 	"github.com/tusgate/tusgate/store/boltstore"
 )
@@ -167,17 +168,10 @@ func (e *env) waitUpload(id string, what string, pred func(*store.Upload) bool) 
 	return nil
 }
 
-// waitFor polls cond until it holds or a deadline passes.
+// waitFor polls cond until it holds (see testwait.For).
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		if cond() {
-			return
-		}
-		waitABit(t)
-	}
-	t.Fatalf("timed out waiting for %s", what)
+	testwait.For(t, 20*time.Second, what, cond)
 }
 
 // waitABit yields between polls of a condition.

@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/tusgate/tusgate/gateway"
+	"github.com/tusgate/tusgate/internal/testwait"
 	"github.com/tusgate/tusgate/internal/tusclient"
 	"github.com/tusgate/tusgate/store"
 	"github.com/tusgate/tusgate/store/boltstore"
@@ -290,22 +291,10 @@ func (h *harness) assertNoSecret(t *testing.T, secret string) {
 	}
 }
 
-// waitFor polls cond until it holds or the deadline passes.
+// waitFor polls cond until it holds (see testwait.For).
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		select {
-		case <-tick.C:
-		case <-t.Context().Done():
-			t.Fatal(t.Context().Err())
-		}
-	}
+	testwait.For(t, 10*time.Second, what, cond)
 }
 
 // stallingReader returns data, then blocks until ctx is done.

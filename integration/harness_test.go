@@ -31,6 +31,7 @@ import (
 
 	"github.com/tusgate/tusgate/apivideo/apivideotest"
 	"github.com/tusgate/tusgate/gateway"
+	"github.com/tusgate/tusgate/internal/testwait"
 	"github.com/tusgate/tusgate/internal/tusclient"
 	"github.com/tusgate/tusgate/store"
 )
@@ -552,19 +553,10 @@ func waitDelivered(t *testing.T, gw *gatewayProc, id string) (gateway.Status, []
 	return waitStatus(t, gw, id, func(s gateway.Status) bool { return s.State == store.StateDelivered })
 }
 
-// waitFor polls cond until it holds, failing the test with what after the
-// deadline.
+// waitFor polls cond until it holds (see testwait.For).
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(statusTimeout)
-	tick := time.NewTicker(pollInterval)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", statusTimeout, what)
-		}
-		<-tick.C
-	}
+	testwait.For(t, statusTimeout, what, cond)
 }
 
 // uploadRequests returns the emulator's POST /upload requests made with token.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tusgate/tusgate/internal/testwait"
 	"github.com/tusgate/tusgate/store"
 	"github.com/tusgate/tusgate/store/boltstore"
 	"github.com/tusgate/tusgate/webhook"
@@ -74,18 +75,10 @@ func (rc *receiver) all() []request {
 
 func (rc *receiver) count() int { return int(rc.n.Load()) }
 
-// waitFor polls cond until it holds, or fails the test after 15s.
+// waitFor polls cond until it holds (see testwait.For).
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		<-tick.C
-	}
+	testwait.For(t, 15*time.Second, what, cond)
 }
 
 func openBolt(t *testing.T, path string) *boltstore.Store {

@@ -19,6 +19,7 @@ import (
 	"github.com/tusgate/tusgate/gateway"
 	"github.com/tusgate/tusgate/gateway/s3data"
 	"github.com/tusgate/tusgate/internal/s3test"
+	"github.com/tusgate/tusgate/internal/testwait"
 	"github.com/tusgate/tusgate/store"
 )
 
@@ -676,16 +677,10 @@ func TestConfigErrors(t *testing.T) {
 	}
 }
 
-// waitFor polls cond until it holds, failing t after 10 s.
+// waitFor polls cond until it holds (see testwait.For).
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testwait.For(t, 10*time.Second, what, cond)
 }
 
 var _ = gateway.ErrNotReceived

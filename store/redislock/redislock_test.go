@@ -13,8 +13,9 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tus/tusd/v2/pkg/handler"
-	"github.com/tusgate/tusgate/internal/redistest"
 
+	"github.com/tusgate/tusgate/internal/redistest"
+	"github.com/tusgate/tusgate/internal/testwait"
 	"github.com/tusgate/tusgate/store/redislock"
 )
 
@@ -144,18 +145,10 @@ func ourGoroutines() []string {
 	return ours
 }
 
-// waitFor polls cond until it is true or fails t after timeout.
+// waitFor polls cond until it holds (see testwait.For).
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not true after %v", what, timeout)
-		}
-		<-tick.C
-	}
+	testwait.For(t, timeout, what, cond)
 }
 
 // mustLock locks id on locker within 10s or fails t.

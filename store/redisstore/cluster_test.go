@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tusgate/tusgate/internal/redistest"
+	"github.com/tusgate/tusgate/internal/testwait"
 	"github.com/tusgate/tusgate/store"
 	"github.com/tusgate/tusgate/store/redisstore"
 	"github.com/tusgate/tusgate/store/storetest"
@@ -420,18 +421,10 @@ func (h redirectCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) red
 	return next
 }
 
-// waitFor polls cond until it is true or fails t after timeout.
+// waitFor polls cond until it holds (see testwait.For).
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not true after %v", what, timeout)
-		}
-		<-tick.C
-	}
+	testwait.For(t, timeout, what, cond)
 }
 
 func TestOpenClusterErrors(t *testing.T) {
