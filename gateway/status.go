@@ -49,12 +49,7 @@ type StatusParts struct {
 }
 
 // StatusAssets are the video's URLs, null until api.video returns them.
-type StatusAssets struct {
-	Player    *string `json:"player"`
-	HLS       *string `json:"hls"`
-	Thumbnail *string `json:"thumbnail"`
-	MP4       *string `json:"mp4"`
-}
+type StatusAssets = store.AssetURLs
 
 func strOrNil(s string) *string {
 	if s == "" {
@@ -87,12 +82,7 @@ func newStatus(u *store.Upload, live int64, hasLive bool) Status {
 		Filename:           strOrNil(u.Filename),
 		CreatedAt:          u.CreatedAt.UTC(),
 		UpdatedAt:          u.UpdatedAt.UTC(),
-		Assets: StatusAssets{
-			Player:    strOrNil(u.Assets.Player),
-			HLS:       strOrNil(u.Assets.HLS),
-			Thumbnail: strOrNil(u.Assets.Thumbnail),
-			MP4:       strOrNil(u.Assets.MP4),
-		},
+		Assets:             u.Assets.URLs(),
 	}
 	if !u.SizeDeferred {
 		size, total := u.Size, u.TotalParts()

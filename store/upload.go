@@ -72,6 +72,26 @@ type Assets struct {
 	MP4       string `json:"mp4,omitempty"`
 }
 
+// AssetURLs are Assets as the status API and webhooks show them: null,
+// not "", for a URL api.video has not returned.
+type AssetURLs struct {
+	Player    *string `json:"player"`
+	HLS       *string `json:"hls"`
+	Thumbnail *string `json:"thumbnail"`
+	MP4       *string `json:"mp4"`
+}
+
+// URLs returns a as AssetURLs.
+func (a Assets) URLs() AssetURLs {
+	orNil := func(s string) *string {
+		if s == "" {
+			return nil
+		}
+		return &s
+	}
+	return AssetURLs{Player: orNil(a.Player), HLS: orNil(a.HLS), Thumbnail: orNil(a.Thumbnail), MP4: orNil(a.MP4)}
+}
+
 // Lease marks a part in flight: Owner is sending it until Until, unless renewed.
 type Lease struct {
 	Owner string    `json:"owner"`

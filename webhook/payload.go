@@ -97,13 +97,8 @@ type PayloadVideo struct {
 }
 
 // PayloadAssets are the video's URLs as api.video returned them; null when
-// unknown.
-type PayloadAssets struct {
-	Player    *string `json:"player"`
-	HLS       *string `json:"hls"`
-	Thumbnail *string `json:"thumbnail"`
-	MP4       *string `json:"mp4"`
-}
+// unknown (the status API's form).
+type PayloadAssets = store.AssetURLs
 
 func strOrNil(s string) *string {
 	if s == "" {
@@ -138,12 +133,7 @@ func NewPayload(u *store.Upload, ev store.Event) Payload {
 		p.Upload.Size = &size
 	}
 	if ev.VideoID != "" {
-		p.Video = &PayloadVideo{VideoID: ev.VideoID, Assets: PayloadAssets{
-			Player:    strOrNil(ev.Assets.Player),
-			HLS:       strOrNil(ev.Assets.HLS),
-			Thumbnail: strOrNil(ev.Assets.Thumbnail),
-			MP4:       strOrNil(ev.Assets.MP4),
-		}}
+		p.Video = &PayloadVideo{VideoID: ev.VideoID, Assets: ev.Assets.URLs()}
 	}
 	if ev.Error != (store.Failure{}) {
 		f := ev.Error
