@@ -16,7 +16,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/tus/tusd/v2/pkg/handler"
 
-	"github.com/tusgate/tusgate/gateway"
 	"github.com/tusgate/tusgate/gateway/s3data"
 	"github.com/tusgate/tusgate/internal/s3test"
 	"github.com/tusgate/tusgate/internal/testwait"
@@ -682,8 +681,6 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	testwait.For(t, 10*time.Second, what, cond)
 }
-
-var _ = gateway.ErrNotReceived
 
 // List names every upload with a .info object, once, whatever else (bytes,
 // incomplete part, staging objects) it has, and no other key.
