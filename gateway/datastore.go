@@ -6,7 +6,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"os"
 	"sync/atomic"
 	"time"
 
@@ -25,8 +24,6 @@ type liveUpload struct {
 	offset atomic.Int64
 	// recorded is the Received value last saved in the state store.
 	recorded atomic.Int64
-	// splicing is set while the fast PATCH path splices into the file.
-	splicing atomic.Bool
 }
 
 // boundaryPending reports whether durable, the number of bytes written,
@@ -157,18 +154,7 @@ func (g *Gateway) liveOffset(id string) (int64, bool) {
 	if !ok {
 		return 0, false
 	}
-	lu := v.(*liveUpload)
-	off := lu.offset.Load()
-	if lu.splicing.Load() {
-		// A splice call writes as bytes arrive but returns only at the end
-		// of its chunk: the file size is the durable offset meanwhile.
-		if fb, ok := g.be.(fileBackend); ok {
-			if fi, err := os.Stat(fb.binPath(id)); err == nil && fi.Size() > off {
-				off = fi.Size()
-			}
-		}
-	}
-	return off, true
+	return v.(*liveUpload).offset.Load(), true
 }
 
 // update applies fn to the record of id in the state store and returns a
@@ -337,9 +323,6 @@ type upload struct {
 	g     *Gateway
 	id    string
 	inner handler.Upload
-	// written counts bytes writeFile put in the data file, which the disk
-	// store's upload does not know about (its GetInfo offset is stale).
-	written int64
 }
 
 var _ handler.Upload = (*upload)(nil)
@@ -351,7 +334,6 @@ func (u *upload) GetInfo(ctx context.Context) (handler.FileInfo, error) {
 		u.g.logger(ctx).Error("read upload info", zap.String("id", u.id), zap.Error(err))
 		return handler.FileInfo{}, errDataStore()
 	}
-	info.Offset += u.written
 	return info, nil
 }
 
@@ -398,13 +380,7 @@ func (u *upload) WriteChunk(ctx context.Context, offset int64, src io.Reader) (i
 		return u.writeParts(ctx, lu, info, offset, src)
 	}
 	cr := &countingReader{ctx: ctx, u: u, lu: lu, src: src, base: offset, size: info.Size, deferred: info.SizeIsDeferred}
-	var n int64
-	if fb, ok := u.g.be.(fileBackend); ok && fastBodyFrom(ctx) != nil {
-		cr.fast = fastBodyFrom(ctx)
-		n, err = u.writeFile(fb.binPath(u.id), offset, cr)
-	} else {
-		n, err = u.inner.WriteChunk(ctx, offset, cr)
-	}
+	n, err := u.inner.WriteChunk(ctx, offset, cr)
 	end := offset + n
 	lu.offset.Store(end)
 	if cr.stop != nil {
@@ -424,27 +400,6 @@ func (u *upload) WriteChunk(ctx context.Context, offset int64, src io.Reader) (i
 		u.g.setExpires(ctx, requestStateFrom(ctx))
 	}
 	markDiscard(ctx, err)
-	return n, err
-}
-
-// writeFile writes cr at offset of the data file at path itself, instead of
-// the disk store's WriteChunk, which opens the file with O_APPEND (splice(2)
-// refuses such files). Bytes written count as the disk store's would.
-func (u *upload) writeFile(path string, offset int64, cr *countingReader) (int64, error) {
-	f, err := os.OpenFile(path, os.O_WRONLY, 0)
-	if err != nil {
-		return 0, err
-	}
-	if _, err := f.Seek(offset, io.SeekStart); err != nil {
-		f.Close()
-		return 0, err
-	}
-	cr.file = f
-	n, err := cr.WriteTo(f)
-	u.written += n
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
 	return n, err
 }
 
@@ -582,10 +537,6 @@ type countingReader struct {
 	// stop is the error that ended the body: the boundary update failed
 	// (state store unavailable, upload failed or terminated meanwhile).
 	stop error
-	// fast and file are set on the fast PATCH path: once the client proves
-	// fast, WriteTo splices the rest of fast into file (see splice).
-	fast *connBody
-	file *os.File
 }
 
 // Read implements io.Reader. When the bytes written complete a part it
@@ -680,20 +631,10 @@ func (c *countingReader) WriteTo(w io.Writer) (int64, error) {
 			if burst == 0 || now.Sub(burstStart) > growWithin {
 				burst, burstStart = 0, now
 			}
-			if burst += n; burst < growAfter {
-				break
+			if burst += n; burst >= growAfter {
+				large = c.u.g.largeBuf()
+				buf = large[:]
 			}
-			if c.fast != nil && c.file != nil {
-				sn, slow, serr := c.splice(c.file)
-				total += sn
-				if serr != nil || !slow {
-					return total, serr
-				}
-				burst = 0
-				break
-			}
-			large = c.u.g.largeBuf()
-			buf = large[:]
 		case large == nil:
 			burst = 0
 		case n >= shrinkBelow:

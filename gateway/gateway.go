@@ -45,7 +45,6 @@ import (
 	"regexp"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -173,12 +172,6 @@ type Config struct {
 	// kept, and tusd answers 500 ERR_READ_TIMEOUT so tus clients retry.
 	// Default (0) 60s.
 	NetworkTimeout time.Duration
-	// DisableFastPatch keeps every PATCH on net/http's body reader. By
-	// default a PATCH of at least 1 MiB to the disk backend over HTTP/1.x
-	// without TLS is served on its taken-over connection, its body moved
-	// from the socket into the file with splice(2) once the client proves
-	// fast (see fastpatch.go); that connection closes after the response.
-	DisableFastPatch bool
 	// MaxOpenUploadsPerClient bounds the incomplete uploads one client
 	// address (see TrustedProxies) may have created at a time: one more
 	// creation gets 429 "too many open uploads from this address". An upload
@@ -360,10 +353,6 @@ type Gateway struct {
 	releases *releaseGate
 	// copyBufs recycles the 1 MiB copy buffers of fast PATCH streams.
 	copyBufs sync.Pool
-	// hijacked counts the PATCHes the fast path serves on taken-over
-	// connections; spliced counts the body bytes it moved with splice.
-	hijacked activeCount
-	spliced  atomic.Int64
 	cors     *handler.CorsConfig
 	handler  http.Handler
 
@@ -516,7 +505,7 @@ func (g *Gateway) routes() http.Handler {
 			ErrorHandling: promhttp.ContinueOnError,
 		}))
 	}
-	return g.fastPatches(g.observe(mux))
+	return g.observe(mux)
 }
 
 // tusRouter dispatches tus requests (after tusd's Middleware and tusGuard)

@@ -252,11 +252,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		log.Warn("http shutdown incomplete", zap.Error(err))
 		_ = srv.Close()
 	}
-	// PATCHes on connections the gateway took over (its fast path) are not
-	// tracked by the server; Shutdown has cancelled them, wait for their end.
-	if err := gw.WaitHijacked(shutCtx); err != nil {
-		log.Warn("PATCHes still running at shutdown timeout", zap.Error(err))
-	}
 	stopFwd()
 	// The forwarder hands in-flight parts back at once, but recording a part
 	// api.video just accepted is retried through a store outage; that must
