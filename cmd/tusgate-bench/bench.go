@@ -37,11 +37,8 @@ type bench struct {
 	tusgate string // the tusgate binary
 	hc      *http.Client
 	pattern []byte
-	// source is a file holding the pattern repeated, from which
-	// full-speed PATCH bodies are sent (see sourceFile).
-	source string
-	redis  *redisDB // nil unless tusgate-redis runs
-	log    io.Writer
+	redis   *redisDB // nil unless tusgate-redis runs
+	log     io.Writer
 }
 
 // benchmark runs every selected workload on every selected system and
@@ -58,18 +55,6 @@ func benchmark(ctx context.Context, cfg *config, stdout, stderr io.Writer) (err 
 	}
 	b.hc = newHTTPClient(conns)
 	defer b.hc.CloseIdleConnections()
-	var longest int64
-	for _, w := range wls {
-		if w.Rate <= 0 {
-			longest = max(longest, w.Size+int64(w.Uploads)*uploadStride)
-		}
-	}
-	if longest > 0 {
-		if b.source, err = writeSource(cfg.WorkDir, b.pattern, longest); err != nil {
-			return err
-		}
-		defer os.Remove(b.source)
-	}
 
 	if slices.Contains(cfg.Systems, sysEmbedded) || slices.Contains(cfg.Systems, sysRedis) {
 		b.tusgate = cfg.Tusgate
@@ -409,20 +394,14 @@ func (b *bench) upload(ctx context.Context, client tusClient, endpoint string, w
 		patch = w.Size
 	}
 	// Each upload starts at a different place in the pattern.
-	base := int64(i) * uploadStride
+	base := int64(i) * 4099
 	var once sync.Once
 	for off := int64(0); off < w.Size; {
 		n := min(patch, w.Size-off)
-		var body io.Reader
+		var body io.Reader = &dataReader{pattern: b.pattern, off: base + off, n: n}
 		if w.Rate > 0 {
-			body = &pacedReader{ctx: ctx, r: &dataReader{pattern: b.pattern, off: base + off, n: n}, rate: float64(w.Rate), onFirst: func() { once.Do(markOpen) }}
+			body = &pacedReader{ctx: ctx, r: body, rate: float64(w.Rate), onFirst: func() { once.Do(markOpen) }}
 		} else {
-			f, err := openSource(b.source, base+off)
-			if err != nil {
-				return "", err
-			}
-			defer f.Close()
-			body = io.LimitReader(f, n)
 			once.Do(markOpen)
 		}
 		got, err := client.patch(ctx, u, off, n, body)
