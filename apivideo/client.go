@@ -17,9 +17,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -42,6 +44,7 @@ type Client struct {
 	httpClient *http.Client
 	origin     string // AV-Origin-Client header value
 	apiKey     string
+	sentByFile atomic.Int64 // part bytes sent with sendfile(2), for tests
 }
 
 // Option configures a Client.
@@ -78,11 +81,8 @@ func WithAPIKey(key string) Option {
 // New returns a client for the api.video host at baseURL (for example
 // [DefaultBaseURL] or an apivideotest server's URL).
 func New(baseURL string, opts ...Option) *Client {
-	c := &Client{
-		baseURL:    strings.TrimRight(baseURL, "/"),
-		httpClient: &http.Client{Transport: newTransport()},
-		origin:     "tusgate:" + DefaultVersion,
-	}
+	c := &Client{baseURL: strings.TrimRight(baseURL, "/"), origin: "tusgate:" + DefaultVersion}
+	c.httpClient = &http.Client{Transport: newTransport(&c.sentByFile)}
 	for _, opt := range opts {
 		opt(c)
 	}
@@ -90,14 +90,23 @@ func New(baseURL string, opts ...Option) *Client {
 }
 
 // newTransport returns the default transport for part uploads: Go's default
-// settings, but with a 256 KiB write buffer (the default 4 KiB one turns a
-// 50 MiB part into 12,800 socket writes) and room for a worker's idle
-// connections per host.
-func newTransport() *http.Transport {
+// settings, with room for a worker's idle connections per host, and plain
+// TCP connections that send a part's file section with sendfile(2),
+// counting those bytes into sentByFile (see [FileSection]; https keeps the
+// ordinary path). The transport flushes the headers before a body of
+// unknown kind and then hands the whole body to the connection's ReadFrom,
+// which copies 32 KiB at a time for other bodies: the write buffer holds
+// the headers and small in-memory bodies, never a part.
+func newTransport(sentByFile *atomic.Int64) *http.Transport {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.WriteBufferSize = 256 << 10
 	t.ReadBufferSize = 64 << 10
 	t.MaxIdleConnsPerHost = 32
+	dial := t.DialContext
+	if dial == nil {
+		dial = (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+	}
+	t.DialContext = dialSendfile(dial, sentByFile)
 	return t
 }
 

@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"io"
 	"mime/multipart"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 )
 
 // PartRequest is one chunk of a delegated-token upload.
@@ -32,7 +34,8 @@ type PartRequest struct {
 	TotalParts int
 	// Body yields the part's bytes; exactly Size bytes are read from it.
 	// UploadPart never reads it after returning (it waits for a Read in
-	// progress, so Read must not block indefinitely).
+	// progress, so Read must not block indefinitely). A Body that is a
+	// [FileSection] is sent with sendfile(2) over plain HTTP.
 	Body io.Reader
 	// Size is the part's length in bytes.
 	Size int64
@@ -86,14 +89,13 @@ func (c *Client) UploadPart(ctx context.Context, req PartRequest) (*Video, error
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
-	body := &partReader{r: req.Body, remaining: req.Size}
+	part := &partReader{r: req.Body, remaining: req.Size}
 	// Whatever happens, stop the transport from reading req.Body once we
 	// return (it may keep writing the body after an early answer).
-	defer body.detach()
+	defer part.detach()
 
 	u := c.baseURL + "/upload?token=" + url.QueryEscape(req.Token)
-	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, u,
-		io.MultiReader(bytes.NewReader(head), body, bytes.NewReader(tail)))
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, u, &partBody{head: head, part: part, tail: tail})
 	if err != nil {
 		return nil, red.wrap(op, err)
 	}
@@ -147,12 +149,19 @@ func sanitizeFileName(name string) string {
 }
 
 // partReader yields exactly remaining bytes of r, fails if r ends early, and
-// can be detached: after detach returns, r is never read again.
+// can be detached: after detach returns, r is never read again, neither by
+// Read nor by a sendfile (see sendFile).
 type partReader struct {
-	mu        sync.Mutex
+	mu        sync.Mutex // held while r is read, by Read or sendFile
 	r         io.Reader
 	remaining int64
 	detached  bool
+
+	// sendMu guards aborted and sending; it is never held while blocking,
+	// so detach can interrupt a sendfile that holds mu.
+	sendMu  sync.Mutex
+	aborted bool         // detach has begun
+	sending *net.TCPConn // the connection a sendfile writes to, if any
 }
 
 func (p *partReader) Read(b []byte) (int, error) {
@@ -171,7 +180,7 @@ func (p *partReader) Read(b []byte) (int, error) {
 	p.remaining -= int64(n)
 	switch {
 	case err == io.EOF && p.remaining > 0:
-		return n, &sourceError{err: fmt.Errorf("%w: %d bytes missing", ErrShortBody, p.remaining)}
+		return n, p.shortError()
 	case err == io.EOF:
 		return n, io.EOF
 	case err != nil:
@@ -180,8 +189,23 @@ func (p *partReader) Read(b []byte) (int, error) {
 	return n, nil
 }
 
-// detach waits for a Read in progress and makes later Reads fail.
+func (p *partReader) shortError() error {
+	return &sourceError{err: fmt.Errorf("%w: %d bytes missing", ErrShortBody, p.remaining)}
+}
+
+// detach waits for a Read or sendfile in progress and makes later ones
+// fail. A sendfile blocked on a full socket would hold mu until the
+// connection closes, so detach ends it with a write deadline in the past:
+// the request is over by then, and its connection, whose body is cut,
+// cannot be reused (sendFile fails the write, so the transport closes it).
 func (p *partReader) detach() {
+	p.sendMu.Lock()
+	p.aborted = true
+	if p.sending != nil {
+		_ = p.sending.SetWriteDeadline(time.Unix(1, 0))
+	}
+	p.sendMu.Unlock()
+
 	p.mu.Lock()
 	p.detached = true
 	p.mu.Unlock()

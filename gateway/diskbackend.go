@@ -200,9 +200,21 @@ func (d *diskBackend) getUpload(ctx context.Context, id string) (handler.Upload,
 	}
 }
 
+// sectionReadCloser is a range of an upload's data file, read with pread(2)
+// from a file of its own.
 type sectionReadCloser struct {
 	*io.SectionReader
 	f *os.File
 }
 
 func (s *sectionReadCloser) Close() error { return s.f.Close() }
+
+// FileSection implements apivideo.FileSection, so the forwarder sends the
+// range with sendfile(2). The file is this section's own (OpenRange opens
+// one per range) and the section reads it with pread(2), so the caller may
+// move the file's offset.
+func (s *sectionReadCloser) FileSection() (f *os.File, offset, remaining int64) {
+	_, base, size := s.Outer()
+	pos, _ := s.Seek(0, io.SeekCurrent) // cannot fail
+	return s.f, base + pos, max(size-pos, 0)
+}

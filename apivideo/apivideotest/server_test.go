@@ -481,3 +481,29 @@ func TestRoutes(t *testing.T) {
 		}
 	}
 }
+
+func TestHashingOff(t *testing.T) {
+	srv, _ := newServer(t, apivideotest.WithHashing(false))
+	token := srv.CreateToken(0)
+	a := send(t, srv, chunk{token: token, contentRange: "part 1/2", size: 5 * mib, seed: 4})
+	if a.Status != http.StatusCreated {
+		t.Fatalf("part 1: got %d %s, want 201", a.Status, a.Title)
+	}
+	b := send(t, srv, chunk{token: token, videoID: a.VideoID, contentRange: "part 2/2", size: 1000, seed: 5})
+	if b.Status != http.StatusCreated {
+		t.Fatalf("part 2: got %d %s, want 201", b.Status, b.Title)
+	}
+	v, _ := srv.Video(a.VideoID)
+	if !v.Complete || v.Size != 5*mib+1000 || v.SHA256 != "" || v.Bytes() != nil {
+		t.Errorf("got complete=%v size=%d sha=%q bytes=%d, want complete, %d bytes, no sha, no bytes kept",
+			v.Complete, v.Size, v.SHA256, len(v.Bytes()), 5*mib+1000)
+	}
+	for _, p := range v.Parts {
+		if p.SHA256 != "" {
+			t.Errorf("part %d: SHA256 %q, want none", p.Number, p.SHA256)
+		}
+	}
+	if len(v.Parts) != 2 || v.Parts[0].Size != 5*mib || v.Parts[1].Size != 1000 {
+		t.Errorf("parts = %+v, want 5 MiB and 1000 bytes", v.Parts)
+	}
+}

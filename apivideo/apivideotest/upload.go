@@ -108,7 +108,8 @@ type uploadBody struct {
 	fileName string
 	files    int
 	size     int64
-	sum      [sha256.Size]byte
+	sum      [sha256.Size]byte // when hashed
+	hashed   bool
 	data     []byte // nil unless the server keeps bytes
 }
 
@@ -159,7 +160,9 @@ func (s *Server) readFile(part io.Reader, b *uploadBody) error {
 	for {
 		n, err := part.Read(buf)
 		if n > 0 {
-			h.Write(buf[:n])
+			if s.hash {
+				h.Write(buf[:n])
+			}
 			b.size += int64(n)
 			switch {
 			case !keep:
@@ -170,7 +173,10 @@ func (s *Server) readFile(part io.Reader, b *uploadBody) error {
 			}
 		}
 		if err == io.EOF {
-			copy(b.sum[:], h.Sum(nil))
+			if s.hash {
+				copy(b.sum[:], h.Sum(nil))
+				b.hashed = true
+			}
 			return nil
 		}
 		if err != nil {
@@ -459,6 +465,7 @@ type chunk struct {
 	offset int64 // bytes form: first byte
 	size   int64
 	sum    [sha256.Size]byte
+	hashed bool // sum is set
 	at     time.Time
 	data   []byte
 }
@@ -473,7 +480,7 @@ func (v *video) highestPart() int {
 
 // add stores an accepted chunk and updates completion.
 func (v *video) add(now time.Time, cr contentRange, b *uploadBody, keep bool) {
-	c := &chunk{number: len(v.chunks) + 1, size: b.size, sum: b.sum, at: now}
+	c := &chunk{number: len(v.chunks) + 1, size: b.size, sum: b.sum, hashed: b.hashed, at: now}
 	if keep {
 		c.data = b.data
 	}
@@ -626,7 +633,8 @@ type PartInfo struct {
 	Offset int64
 	// Size is the chunk's length in bytes.
 	Size int64
-	// SHA256 is the hex SHA-256 of the chunk.
+	// SHA256 is the hex SHA-256 of the chunk; empty when the server does
+	// not hash (WithHashing).
 	SHA256 string
 	// Time is when the chunk was accepted, by the server's clock.
 	Time time.Time
@@ -639,9 +647,11 @@ func (v *video) info() VideoInfo {
 		SHA256: v.sum, Assets: assetURLs(v.id),
 	}
 	for _, c := range v.chunks {
-		in.Parts = append(in.Parts, PartInfo{
-			Number: c.number, Offset: c.offset, Size: c.size, SHA256: hex.EncodeToString(c.sum[:]), Time: c.at,
-		})
+		p := PartInfo{Number: c.number, Offset: c.offset, Size: c.size, Time: c.at}
+		if c.hashed {
+			p.SHA256 = hex.EncodeToString(c.sum[:])
+		}
+		in.Parts = append(in.Parts, p)
 	}
 	if v.complete && v.sum != "" {
 		for _, c := range v.ordered() {

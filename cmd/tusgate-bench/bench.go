@@ -173,7 +173,7 @@ func (b *bench) measure(ctx context.Context, sys string, w workload, m map[strin
 	case sysPlain:
 		srv, err = startPlainTusd(ctx, b.self, dir)
 	case sysEmbedded, sysRedis:
-		if emu, err = benchkit.StartEmulator(ctx, b.self, b.hc); err != nil {
+		if emu, err = benchkit.StartEmulator(ctx, b.self, b.hc, false); err != nil {
 			return err
 		}
 		redisURL := ""

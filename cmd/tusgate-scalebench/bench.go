@@ -241,7 +241,7 @@ func (b *bench) measure(ctx context.Context, n int, res *runResult) (err error) 
 	if c.s3, err = startGofakes3(ctx, b.gofakes3, b.hc); err != nil {
 		return err
 	}
-	if c.emu, err = benchkit.StartEmulator(ctx, b.self, b.hc); err != nil {
+	if c.emu, err = benchkit.StartEmulator(ctx, b.self, b.hc, true); err != nil {
 		return err
 	}
 	for i := range n {

@@ -34,10 +34,11 @@ func ServeEmulator(ctx context.Context, args []string, stdin io.Reader, stdout, 
 	fs := flag.NewFlagSet(ServeEmulatorCommand, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	listen := fs.String("listen", "127.0.0.1:0", "listen address of the control API (the emulator picks its own port)")
+	hash := fs.Bool("hash", true, "compute each part's SHA-256 (false: sizes only, so hashing does not cap forwarding)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	emu := apivideotest.NewServer(apivideotest.WithKeepBytes(false))
+	emu := apivideotest.NewServer(apivideotest.WithKeepBytes(false), apivideotest.WithHashing(*hash))
 	defer emu.Close()
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /tokens", func(w http.ResponseWriter, r *http.Request) {
@@ -70,10 +71,11 @@ type Emulator struct {
 
 // StartEmulator runs self (the tool's own executable) with the
 // serve-emulator subcommand and waits until it is ready; hc talks to its
-// control API.
-func StartEmulator(ctx context.Context, self string, hc *http.Client) (*Emulator, error) {
+// control API. hash false makes the emulator keep only sizes (its SHA-256
+// would otherwise cap forwarding below 1 GB/s).
+func StartEmulator(ctx context.Context, self string, hc *http.Client, hash bool) (*Emulator, error) {
 	p, line, err := StartProc(ctx, ProcSpec{
-		Name: "emulator", Path: self, Args: []string{ServeEmulatorCommand},
+		Name: "emulator", Path: self, Args: []string{ServeEmulatorCommand, "-hash=" + strconv.FormatBool(hash)},
 		Env: os.Environ(), Stdin: true, Ready: Ready,
 	})
 	if err != nil {
