@@ -79,6 +79,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	defer st.Close()
+	if c, ok := locker.(io.Closer); ok {
+		// After every request ended, before the store's client closes:
+		// releases the upload locks kept lingering after their last request
+		// (store/redislock), which would otherwise block those uploads on
+		// other instances until they expire.
+		defer func() {
+			if err := c.Close(); err != nil {
+				log.Warn("release lingering upload locks", zap.Error(err))
+			}
+		}()
+	}
 
 	be, err := openBackend(ctx, cfg, log)
 	if err != nil {

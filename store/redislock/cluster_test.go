@@ -47,8 +47,8 @@ func testReleaseRequestAcrossNodes(t *testing.T, c *redistest.Cluster) {
 	prefix := newPrefix(t, clientB)
 	// Default expiry (10s), renew interval 3.3s: a prompt acquisition can
 	// only come from Pub/Sub.
-	lockerA := redislock.New(clientA, redislock.WithPrefix(prefix))
-	lockerB := redislock.New(clientB, redislock.WithPrefix(prefix))
+	lockerA := newLocker(t, clientA, redislock.WithPrefix(prefix))
+	lockerB := newLocker(t, clientB, redislock.WithPrefix(prefix))
 	id1, id2 := idsOnTwoMasters(c)
 	m1, m2 := c.MasterOf("{"+id1+"}"), c.MasterOf("{"+id2+"}")
 
@@ -96,8 +96,8 @@ func testSubscriptionNodeDies(t *testing.T, c *redistest.Cluster) {
 	// cluster ends with one dead.
 	prefix := "tusgate-test-" + rand.Text()
 	const expiry = 1500 * time.Millisecond // renew every 500ms
-	lockerA := redislock.New(clientA, redislock.WithPrefix(prefix), redislock.WithExpiry(expiry))
-	lockerB := redislock.New(clientB, redislock.WithPrefix(prefix), redislock.WithExpiry(expiry))
+	lockerA := newLocker(t, clientA, redislock.WithPrefix(prefix), redislock.WithExpiry(expiry))
+	lockerB := newLocker(t, clientB, redislock.WithPrefix(prefix), redislock.WithExpiry(expiry))
 	id1, id2 := idsOnTwoMasters(c)
 	m1 := c.MasterOf("{" + id1 + "}")
 
@@ -139,8 +139,8 @@ func testOddIDs(t *testing.T, b backend) {
 	checkNoLeaks(t)
 	clientA, clientB := b.newClient(t), b.newClient(t)
 	prefix := newPrefix(t, clientB)
-	lockerA := redislock.New(clientA, redislock.WithPrefix(prefix))
-	lockerB := redislock.New(clientB, redislock.WithPrefix(prefix))
+	lockerA := newLocker(t, clientA, redislock.WithPrefix(prefix))
+	lockerB := newLocker(t, clientB, redislock.WithPrefix(prefix))
 
 	ids := []string{"}", "}abc", "%}abc", "%", "%%", "a}b", "{", "{}", "}{", "{a}", " "}
 	// A holds all of them at once: a collision would make one Lock wait

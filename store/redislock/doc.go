@@ -51,25 +51,87 @@
 // P:lockreq, so even a Pub/Sub message lost to a reconnect is seen within one
 // renew interval (waiters keep the key alive while they wait).
 //
-// Release request: the holder calls its requestRelease callback once, from its
-// own goroutine (never while a Redis connection waits on it), so the callback
-// may call Unlock itself.
+// Release request: the holder's requestRelease callback is called once, from
+// the lease's own goroutine (or, for a waiter of the same process, from the
+// waiter's), never while a Redis connection or the Locker's mutex waits on
+// it, so the callback may call Unlock itself.
 //
 // Lost lock: if renewal finds another value or no key, or cannot reach Redis
 // before the last successful renewal runs out, the holder calls
 // requestRelease so tusd stops the PATCH. It does not renew again; Unlock then
 // deletes nothing that is not its own.
 //
-// Unlock stops the renewal, leaves the channel and deletes the key only if it
-// still holds the holder's token (a compare-and-delete script).
+// Release: the process leaves the channel and deletes the key only if it
+// still holds its token (a compare-and-delete script).
+//
+// # Leases and linger
+//
+// What a process holds in Redis (the key with its token, the renewal, the
+// subscription) is a lease, and successive locks of one upload in one
+// process share it: tusd makes a lock per request, and clients such as the
+// mobile tus SDKs send many small PATCHes in a row to the same instance.
+//
+//   - Unlock does not release at once: the lease lingers for the linger time
+//     (WithLinger, DefaultLinger 2s), still renewed by its timer and still
+//     subscribed. A Lock of the upload in the same process meanwhile takes
+//     it over with no Redis command.
+//   - A Lock while another lock of the same process holds the lease calls
+//     that holder's requestRelease directly (as tusd's memorylocker does)
+//     and takes the lease over at its Unlock, again with no Redis command.
+//   - A release request from another process (Pub/Sub, or the request key
+//     seen at renewal) ends a lingering lease at once: it is deleted by the
+//     compare-and-delete script, and the waiter gets the lock at its next
+//     attempt. Asked while held, the holder is asked to release as before,
+//     and its Unlock releases at once instead of lingering.
+//   - A lost lease (see above), or one whose renewals failed for so long
+//     that it may expire before the next one, is never taken over: it is
+//     released, and the next Lock goes to Redis.
+//   - The linger ends when the linger time passes with no new Lock: the
+//     lease is released.
+//   - A process that was asked by another process for an upload's lock
+//     remembers it for 30s: its locks of that upload do not linger then, so
+//     requests that alternate between instances (a load balancer without
+//     affinity) cost what they cost without lingering.
+//   - Close releases the lingering leases and stops lingering; the locks
+//     still held are released at their Unlock. Call it at shutdown, after
+//     the HTTP server stopped: a lingering lease left behind by a process
+//     that exits blocks its upload until its expiry, as a crashed holder does.
+//
+// Each decision (take over, wait, end the linger) is taken under the
+// Locker's mutex, so a new Lock and the end of the linger, a release request
+// or a loss never both win: a lease being released is never taken over, and
+// a Lock that finds one waits for the delete to finish before it goes to
+// Redis.
+//
+// # Cost per request
+//
+// Redis commands sent by the locker (commands that run inside a script are
+// not counted; the first call of each script in a process adds an EVAL after
+// a NOSCRIPT):
+//
+//   - first lock of a lease: the acquire script, SUBSCRIBE and the PING that
+//     confirms it (plus the HELLO of a new Pub/Sub connection when the
+//     process held no other lease), one renewal that reads the request key;
+//   - further locks of the lease in the same process: none;
+//   - per renew interval while the lease lives (held or lingering): one
+//     renewal;
+//   - end of the lease: the compare-and-delete script, and UNSUBSCRIBE when
+//     other leases keep the Pub/Sub connection (else it is closed);
+//   - a waiter: one acquire script per attempt (the first one also sends
+//     the release request).
+//
+// So a series of PATCHes of one upload on one instance costs about six
+// commands in all plus one every renew interval, instead of about six per
+// PATCH; requests that alternate between instances cost about six each, as
+// without lingering.
 //
 // # Resources
 //
-// One Locker keeps one shared Pub/Sub connection for all the locks it holds
-// (not one per lock), opened when the first lock is held and closed when the
-// last one is released, plus one goroutine for it and one renewal goroutine
-// per held lock. When no lock is held the Locker runs no goroutine, so it
-// needs no Close.
+// One Locker keeps one shared Pub/Sub connection for all the leases it holds
+// or that linger (not one per lock), opened when the first lease is taken and
+// closed when the last one is released, plus one goroutine for it and one
+// goroutine per lease. When no lease is held or lingers the Locker runs no
+// goroutine; Close ends the lingering ones at once.
 //
 // # Guarantees and failure modes
 //
@@ -80,10 +142,13 @@
 //     renewal. tusd's data stores are not fenced, so such a pause can still
 //     let two writers overlap briefly. Keep the expiry well above expected
 //     pauses and Redis latency.
-//   - A crashed holder blocks its upload for at most the expiry.
-//   - Release requests are delivered promptly over Pub/Sub; if a message is
-//     lost (Pub/Sub reconnect, Redis failover), the holder still sees the
-//     request key within one renew interval.
+//   - A crashed holder blocks its upload for at most the expiry, and so does
+//     a process that crashes (or exits without Close) while its lease
+//     lingers.
+//   - Release requests are delivered promptly over Pub/Sub, to a holder or
+//     a lingering lease alike; if a message is lost (Pub/Sub reconnect,
+//     Redis failover), the process still sees the request key within one
+//     renew interval.
 //   - Redis replication is asynchronous: after a failover to a replica that
 //     missed the latest SET, two holders may briefly coexist (this is not
 //     Redlock).
@@ -113,5 +178,6 @@
 // (Lock keeps retrying until its context ends; holders there lose their lock
 // after the expiry and are asked to release), not the others. A master that
 // restarts empty forgets its locks: two holders may then coexist until the
-// old one's next renewal finds its lock gone (at most one renew interval).
+// old one's next renewal finds its lock gone (at most one renew interval); a
+// lingering lease may be taken over locally in that window too.
 package redislock

@@ -23,9 +23,9 @@ const (
 	maxRetry       = 2 * time.Second
 )
 
-// hub multiplexes the release channels of all the locks a Locker holds onto
-// one Pub/Sub connection. A session (one PubSub and its receive goroutine)
-// exists while at least one lock is held.
+// hub multiplexes the release channels of all the leases a Locker holds or
+// keeps lingering onto one Pub/Sub connection. A session (one PubSub and its receive goroutine)
+// exists while at least one lease is held or lingers.
 type hub struct {
 	client      redis.UniversalClient
 	log         *zap.Logger
@@ -39,17 +39,17 @@ type hub struct {
 // guarded by hub.mu.
 type session struct {
 	ps       *redis.PubSub
-	subs     map[string]map[*holding]struct{} // channel -> holders
-	barriers map[string]chan struct{}         // PING payload -> closed on PONG
-	n        int                              // holders subscribed
-	stop     chan struct{}                    // closed when the last holder leaves
-	done     chan struct{}                    // closed when run returns
+	subs     map[string]map[*lease]struct{} // channel -> leases
+	barriers map[string]chan struct{}       // PING payload -> closed on PONG
+	n        int                            // leases subscribed
+	stop     chan struct{}                  // closed when the last lease leaves
+	done     chan struct{}                  // closed when run returns
 }
 
-// subscribe adds h to channel and returns once the server has processed the
+// subscribe adds ls to channel and returns once the server has processed the
 // SUBSCRIBE (or after barrierWait, if Pub/Sub is in trouble: renewals still
 // see requests then).
-func (hb *hub) subscribe(ctx context.Context, channel string, h *holding) {
+func (hb *hub) subscribe(ctx context.Context, channel string, ls *lease) {
 	cctx, cancel := context.WithTimeout(ctx, commandTimeout)
 	defer cancel()
 	barrier := rand.Text()
@@ -60,7 +60,7 @@ func (hb *hub) subscribe(ctx context.Context, channel string, h *holding) {
 	if s == nil {
 		s = &session{
 			ps:       hb.client.Subscribe(cctx, channel),
-			subs:     make(map[string]map[*holding]struct{}),
+			subs:     make(map[string]map[*lease]struct{}),
 			barriers: make(map[string]chan struct{}),
 			stop:     make(chan struct{}),
 			done:     make(chan struct{}),
@@ -73,11 +73,11 @@ func (hb *hub) subscribe(ctx context.Context, channel string, h *holding) {
 		}
 	}
 	if s.subs[channel] == nil {
-		s.subs[channel] = make(map[*holding]struct{})
+		s.subs[channel] = make(map[*lease]struct{})
 	}
-	s.subs[channel][h] = struct{}{}
+	s.subs[channel][ls] = struct{}{}
 	s.n++
-	h.session = s
+	ls.session = s
 	// Commands on one connection run in order: the PONG to this PING
 	// comes after the SUBSCRIBE took effect.
 	s.barriers[barrier] = ready
@@ -103,23 +103,23 @@ func (hb *hub) subscribe(ctx context.Context, channel string, h *holding) {
 	}
 }
 
-// unsubscribe removes h from its channel; the last holder to leave closes
+// unsubscribe removes ls from its channel; the last lease to leave closes
 // the session and waits for its receive loop.
-func (hb *hub) unsubscribe(h *holding) {
-	channel := h.lock.channel
+func (hb *hub) unsubscribe(ls *lease) {
+	channel := ls.channel
 	hb.mu.Lock()
-	s := h.session
-	h.session = nil
+	s := ls.session
+	ls.session = nil
 	if s == nil {
 		hb.mu.Unlock()
 		return
 	}
 	if set := s.subs[channel]; set != nil {
-		delete(set, h)
+		delete(set, ls)
 		if len(set) == 0 {
 			delete(s.subs, channel)
 			if s.n > 1 {
-				ctx, cancel := context.WithTimeout(context.WithoutCancel(h.ctx), commandTimeout)
+				ctx, cancel := context.WithTimeout(context.WithoutCancel(ls.ctx), commandTimeout)
 				if err := s.ps.Unsubscribe(ctx, channel); err != nil {
 					hb.log.Warn("unsubscribe from release requests", zap.String("channel", channel), zap.Error(err))
 				}
@@ -176,8 +176,8 @@ func (hb *hub) run(ctx context.Context, s *session) {
 		switch m := msg.(type) {
 		case *redis.Message:
 			hb.mu.Lock()
-			for h := range s.subs[m.Channel] {
-				h.requested(m.Payload)
+			for ls := range s.subs[m.Channel] {
+				ls.requested(m.Payload)
 			}
 			hb.mu.Unlock()
 		case *redis.Pong:

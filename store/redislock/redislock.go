@@ -26,6 +26,9 @@ const (
 	// DefaultPollMax caps the waiter's backoff between acquisition attempts
 	// unless WithPollInterval is given.
 	DefaultPollMax = 250 * time.Millisecond
+	// DefaultLinger is how long a process keeps an upload's lock in Redis
+	// after Unlock, unless WithLinger is given.
+	DefaultLinger = 2 * time.Second
 )
 
 // ErrAlreadyLocked is returned by Lock when the lock object already holds
@@ -42,6 +45,7 @@ type options struct {
 	requestInterval time.Duration
 	pollMin         time.Duration
 	pollMax         time.Duration
+	linger          time.Duration
 	logger          *zap.Logger
 }
 
@@ -95,6 +99,15 @@ func WithPollInterval(minimum, maximum time.Duration) Option {
 	}
 }
 
+// WithLinger sets how long the process keeps an upload's lock in Redis
+// after Unlock (default DefaultLinger, 2s), so that the next request for the
+// upload on this process locks it with no Redis command. A release request
+// from another process ends the linger at once. Zero or a negative value
+// disables lingering: Unlock then deletes the lock at once.
+func WithLinger(d time.Duration) Option {
+	return func(o *options) { o.linger = max(d, 0) }
+}
+
 // WithLogger sets the logger for failures that Lock and Unlock cannot
 // return: renewal errors, lost locks, Pub/Sub trouble (default: none).
 func WithLogger(logger *zap.Logger) Option {
@@ -106,7 +119,10 @@ func WithLogger(logger *zap.Logger) Option {
 }
 
 // Locker is a handler.Locker whose locks live in Redis. It is safe for
-// concurrent use; create one per process and share its client.
+// concurrent use; create one per process and share its client. Call Close
+// when the process stops serving requests, before closing the client, so
+// that the locks it keeps after Unlock (see WithLinger) are released at once
+// instead of at their expiry.
 type Locker struct {
 	client redis.UniversalClient
 	opts   options
@@ -115,18 +131,25 @@ type Locker struct {
 	// afterAcquire, when set (tests only), runs after SET NX succeeded and
 	// before the holder subscribes.
 	afterAcquire func(id string)
+
+	mu        sync.Mutex
+	leases    map[string]*lease    // by lock key: the lease this process holds
+	contended map[string]time.Time // by lock key: asked for by others, until then
+	sweepAt   int                  // size of contended that triggers a sweep
+	closed    bool                 // Close was called: Unlock no longer lingers
 }
 
 var _ handler.Locker = (*Locker)(nil)
 
 // New returns a Locker on client. The client stays owned by the caller and
-// must stay open while locks are held.
+// must stay open while locks are held or lingering (until Close).
 func New(client redis.UniversalClient, opts ...Option) *Locker {
 	o := options{
 		prefix:  DefaultPrefix,
 		expiry:  DefaultExpiry,
 		pollMin: DefaultPollMin,
 		pollMax: DefaultPollMax,
+		linger:  DefaultLinger,
 		logger:  zap.NewNop(),
 	}
 	for _, opt := range opts {
@@ -143,10 +166,48 @@ func New(client redis.UniversalClient, opts ...Option) *Locker {
 	}
 	o.logger = o.logger.Named("redislock")
 	return &Locker{
-		client: client,
-		opts:   o,
-		hub:    &hub{client: client, log: o.logger, barrierWait: o.renew},
+		client:    client,
+		opts:      o,
+		hub:       &hub{client: client, log: o.logger, barrierWait: o.renew},
+		leases:    make(map[string]*lease),
+		contended: make(map[string]time.Time),
+		sweepAt:   minSweep,
 	}
+}
+
+// contendedFor is how long a Locker remembers that another process asked
+// for one of its locks: Unlock of that upload's locks does not linger
+// meanwhile, so requests that alternate between processes cost no more
+// than without lingering.
+const contendedFor = 30 * time.Second
+
+// closeConcurrency bounds the deletes that Close runs at once.
+const closeConcurrency = 16
+
+// minSweep is the least size of Locker.contended that triggers a sweep of
+// its expired entries.
+const minSweep = 1024
+
+// markContended remembers that another process asked for the lock with
+// key. The caller holds l.mu.
+func (l *Locker) markContended(key string, now time.Time) {
+	l.contended[key] = now.Add(contendedFor)
+	if len(l.contended) < l.sweepAt {
+		return
+	}
+	for k, until := range l.contended {
+		if !now.Before(until) {
+			delete(l.contended, k)
+		}
+	}
+	l.sweepAt = max(minSweep, 2*len(l.contended))
+}
+
+// isContended reports whether another process asked for the lock with key
+// less than contendedFor ago. The caller holds l.mu.
+func (l *Locker) isContended(key string, now time.Time) bool {
+	until, ok := l.contended[key]
+	return ok && now.Before(until)
 }
 
 // UseIn makes composer use l as its locker.
@@ -168,6 +229,47 @@ func (l *Locker) NewLock(id string) (handler.Lock, error) {
 		reqKey:  l.opts.prefix + ":lockreq:" + tag,
 		channel: l.opts.prefix + ":release:" + tag,
 	}, nil
+}
+
+// Close releases the locks kept after Unlock (deleting them in Redis) and
+// waits for their goroutines; from then on Unlock releases at once. Locks
+// still held stay held until their Unlock, and Lock keeps working. Close
+// returns the errors of the deletes (such a lock then expires on its own).
+// Calling it again does no harm.
+func (l *Locker) Close() error {
+	l.mu.Lock()
+	l.closed = true
+	var idle, dying []*lease
+	for _, ls := range l.leases {
+		switch {
+		case ls.dropping:
+			dying = append(dying, ls)
+		case ls.holder == nil:
+			ls.dropping = true
+			idle = append(idle, ls)
+		}
+	}
+	l.mu.Unlock()
+
+	errs := make([]error, len(idle))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, closeConcurrency)
+	for i, ls := range idle {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			errs[i] = ls.drop()
+		})
+	}
+	wg.Wait()
+	for _, ls := range append(idle, dying...) {
+		<-ls.gone
+		<-ls.kept
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("redislock: close: %w", err)
+	}
+	return nil
 }
 
 // hashTag returns the text between the braces of id's keys: id itself,
@@ -199,6 +301,10 @@ type lock struct {
 // handler.ErrLockTimeout. requestRelease is called at most once, from
 // another goroutine, when someone else wants the lock or when the lock is
 // lost; it may call Unlock.
+//
+// A lock that this process keeps after an Unlock (see WithLinger) is taken
+// over with no Redis command; one held by another lock of this process is
+// asked for directly, and handed over on its Unlock.
 func (k *lock) Lock(ctx context.Context, requestRelease func()) error {
 	k.mu.Lock()
 	busy := k.held != nil
@@ -209,6 +315,82 @@ func (k *lock) Lock(ctx context.Context, requestRelease func()) error {
 	if requestRelease == nil {
 		requestRelease = func() {}
 	}
+	took, err := k.takeLocal(ctx, requestRelease)
+	if err != nil || took {
+		return err
+	}
+	return k.acquire(ctx, requestRelease)
+}
+
+// setHeld records h as k's holding. It is called before h is visible to any
+// other goroutine, so that a requestRelease that calls Unlock finds it.
+func (k *lock) setHeld(h *holding) {
+	k.mu.Lock()
+	k.held = h
+	k.mu.Unlock()
+}
+
+// takeLocal takes the lease this process holds for k's upload: at once if
+// it lingers, after the Unlock of its holder (asked to release) if another
+// lock of this process holds it. It reports false when the process holds no
+// lease for the upload (or its lease ended meanwhile): Lock then goes to
+// Redis.
+func (k *lock) takeLocal(ctx context.Context, requestRelease func()) (bool, error) {
+	l := k.locker
+	for {
+		if ctx.Err() != nil {
+			return false, handler.ErrLockTimeout
+		}
+		l.mu.Lock()
+		ls := l.leases[k.key]
+		if ls == nil {
+			l.mu.Unlock()
+			return false, nil
+		}
+		var (
+			wait   <-chan struct{}
+			holder *holding
+		)
+		switch {
+		case ls.dropping:
+			wait = ls.gone
+		case ls.holder != nil:
+			holder = ls.holder
+			wait = holder.unlocked
+		case !ls.lost && time.Now().Add(l.opts.renew).Before(ls.validUntil):
+			// Valid beyond the next renewal (renew's own test for a
+			// loss): take it over.
+			h := newHolding(ls, requestRelease)
+			k.setHeld(h)
+			ls.holder = h
+			l.mu.Unlock()
+			ls.poke() // keep disarms the linger timer
+			return true, nil
+		default:
+			// Lost, or its renewals failed for too long (keep is late
+			// to notice): end it here and lock through Redis.
+			ls.dropping = true
+			l.mu.Unlock()
+			if err := ls.drop(); err != nil {
+				l.opts.logger.Warn("release expired lingering lock", zap.String("id", k.id), zap.Error(err))
+			}
+			continue
+		}
+		l.mu.Unlock()
+		if holder != nil {
+			holder.release()
+		}
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return false, handler.ErrLockTimeout
+		}
+	}
+}
+
+// acquire takes the lock in Redis (see the package documentation), asking
+// its holder to release it, until ctx is done.
+func (k *lock) acquire(ctx context.Context, requestRelease func()) error {
 	o := &k.locker.opts
 	// Redis calls outlive a cancelled ctx: a SET NX whose reply is lost to a
 	// cancellation may still have taken the lock, and the holder outlives
@@ -233,7 +415,8 @@ func (k *lock) Lock(ctx context.Context, requestRelease func()) error {
 		case err != nil:
 			lastErr = err
 		case acquired:
-			return k.hold(base, token, start, requestRelease)
+			k.hold(base, token, start, requestRelease)
+			return nil
 		default:
 			if force || holder != lastHolder {
 				nextForce = start.Add(o.requestInterval)
@@ -290,38 +473,50 @@ func (k *lock) giveUp(base context.Context, token string, lastErr error) error {
 	return handler.ErrLockTimeout
 }
 
-// hold turns an acquired lock into a held one: subscribe, check for a
-// request that came before the subscription, start renewing.
-func (k *lock) hold(base context.Context, token string, acquiredAt time.Time, requestRelease func()) error {
+// hold turns a lock just acquired in Redis into a lease of this process
+// held by k: subscribe, check for a request that came before the
+// subscription, start renewing.
+func (k *lock) hold(base context.Context, token string, acquiredAt time.Time, requestRelease func()) {
 	l := k.locker
 	if l.afterAcquire != nil {
 		l.afterAcquire(k.id)
 	}
 	ctx, cancel := context.WithCancel(base)
-	h := &holding{
-		lock:           k,
-		token:          token,
-		requestRelease: requestRelease,
-		ctx:            ctx,
-		cancel:         cancel,
-		requests:       make(chan struct{}, 1),
-		stop:           make(chan struct{}),
-		done:           make(chan struct{}),
-		validUntil:     acquiredAt.Add(l.opts.expiry),
+	ls := &lease{
+		locker:     l,
+		id:         k.id,
+		key:        k.key,
+		reqKey:     k.reqKey,
+		channel:    k.channel,
+		token:      token,
+		ctx:        ctx,
+		cancel:     cancel,
+		requests:   make(chan struct{}, 1),
+		wake:       make(chan struct{}, 1),
+		gone:       make(chan struct{}),
+		kept:       make(chan struct{}),
+		validUntil: acquiredAt.Add(l.opts.expiry),
 	}
-	l.hub.subscribe(ctx, k.channel, h)
+	h := newHolding(ls, requestRelease)
+	ls.holder = h
+	k.setHeld(h)
+	l.hub.subscribe(ctx, k.channel, ls)
 	// The subscription is live: a request sent before it left P:lockreq.
-	h.renew()
-	k.mu.Lock()
-	k.held = h
-	k.mu.Unlock()
-	go h.keep()
-	return nil
+	ls.renew()
+	l.mu.Lock()
+	// A lease still in the map is ending, or was lost: this one replaces
+	// it (each removes itself only while it is the current one).
+	l.leases[k.key] = ls
+	l.mu.Unlock()
+	go ls.keep()
 }
 
-// Unlock releases the lock: it stops renewing, leaves the release channel
-// and deletes the key if it still holds this holder's token. Unlocking a lock
-// that is not held does nothing.
+// Unlock releases the lock. The process keeps the lease for the linger
+// time (see WithLinger) unless someone else asked for it (or for an
+// earlier lease of the upload, less than contendedFor ago), it was lost,
+// the Locker is closed or lingering is disabled: then Unlock leaves the
+// release channel and deletes the key if it still holds the lease's token.
+// Unlocking a lock that is not held does nothing.
 func (k *lock) Unlock() error {
 	k.mu.Lock()
 	h := k.held
@@ -330,136 +525,62 @@ func (k *lock) Unlock() error {
 	if h == nil {
 		return nil
 	}
-	h.shutdown()
-	k.locker.hub.unsubscribe(h)
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(h.ctx), k.locker.opts.renew)
-	defer cancel()
-	if err := deleteIfOursScript.Run(ctx, k.locker.client, []string{k.key}, h.token).Err(); err != nil {
+	h.mu.Lock()
+	h.stopped = true
+	h.mu.Unlock()
+
+	ls := h.lease
+	l := k.locker
+	l.mu.Lock()
+	ls.holder = nil
+	now := time.Now()
+	linger := l.opts.linger > 0 && !l.closed && !ls.wanted && !ls.lost && !ls.dropping && !l.isContended(k.key, now)
+	drop := !linger && !ls.dropping
+	if linger {
+		ls.idleSince = now
+	} else {
+		ls.dropping = true
+	}
+	close(h.unlocked) // local waiters take it over, or wait for gone
+	l.mu.Unlock()
+
+	if linger {
+		ls.poke() // keep arms the linger timer
+		return nil
+	}
+	if !drop {
+		return nil
+	}
+	if err := ls.drop(); err != nil {
 		return fmt.Errorf("redislock: unlock %q: %w", k.id, err)
 	}
 	return nil
 }
 
-// holding is the state of a held lock, owned by its keep goroutine.
+// holding is one lock's tenure of a lease.
 type holding struct {
-	lock           *lock
-	token          string
+	lease          *lease
 	requestRelease func()
-	ctx            context.Context // cancelled by shutdown
-	cancel         context.CancelFunc
-	requests       chan struct{} // release requested (buffer 1)
-	stop           chan struct{} // closed by shutdown
-	done           chan struct{} // closed when keep returns
-	session        *session      // set and read by the hub under its mutex
+	unlocked       chan struct{} // closed by Unlock
 
-	// Owned by keep (and by hold before keep starts).
-	validUntil time.Time
-	lost       bool
-	released   bool // requestRelease was called (or skipped after stop)
-
-	mu         sync.Mutex
-	stopped    bool
-	inCallback bool
+	mu      sync.Mutex
+	asked   bool // requestRelease was called
+	stopped bool // Unlock has begun: requestRelease is no longer called
 }
 
-// requested records a release request from the requester with token from
-// (a Pub/Sub payload). It never blocks.
-func (h *holding) requested(from string) {
-	if from == h.token {
-		return
-	}
-	select {
-	case h.requests <- struct{}{}:
-	default:
-	}
+func newHolding(ls *lease, requestRelease func()) *holding {
+	return &holding{lease: ls, requestRelease: requestRelease, unlocked: make(chan struct{})}
 }
 
-// keep renews the lock until shutdown and calls requestRelease when asked.
-func (h *holding) keep() {
-	defer close(h.done)
-	ticker := time.NewTicker(h.lock.locker.opts.renew)
-	defer ticker.Stop()
-	for {
-		select {
-		case <-h.stop:
-			return
-		case <-h.requests:
-			h.release()
-		case <-ticker.C:
-			if !h.lost {
-				h.renew()
-			}
-		}
-	}
-}
-
-// renew extends the lock and checks for a release request; it is called by
-// hold before keep starts and then only by keep.
-func (h *holding) renew() {
-	o := &h.lock.locker.opts
-	ctx, cancel := context.WithTimeout(h.ctx, o.renew)
-	defer cancel()
-	sent := time.Now()
-	status, err := renewScript.Run(ctx, h.lock.locker.client, []string{h.lock.key, h.lock.reqKey},
-		h.token, o.expiry.Milliseconds()).Int()
-	switch {
-	case err != nil:
-		if h.ctx.Err() != nil {
-			return // shutting down
-		}
-		if !time.Now().Add(o.renew).Before(h.validUntil) {
-			o.logger.Warn("lock lost: cannot renew in time", zap.String("id", h.lock.id), zap.Error(err))
-			h.lost = true
-			h.requested("")
-			return
-		}
-		o.logger.Warn("renew lock", zap.String("id", h.lock.id), zap.Error(err))
-	case status == renewLost:
-		o.logger.Warn("lock lost: taken over or expired", zap.String("id", h.lock.id))
-		h.lost = true
-		h.requested("")
-	case status == renewRequested:
-		h.validUntil = sent.Add(o.expiry)
-		h.requested("")
-	case status == renewOK:
-		h.validUntil = sent.Add(o.expiry)
-	default:
-		o.logger.Error("renew lock: unexpected reply", zap.String("id", h.lock.id), zap.Int("reply", status))
-	}
-}
-
-// release calls requestRelease once, unless Unlock has begun.
+// release calls requestRelease once, unless Unlock has begun. The caller
+// holds no lock of the Locker: requestRelease may call Unlock.
 func (h *holding) release() {
-	if h.released {
-		return
-	}
-	h.released = true
 	h.mu.Lock()
-	if h.stopped {
+	if h.asked || h.stopped {
 		h.mu.Unlock()
 		return
 	}
-	h.inCallback = true
+	h.asked = true
 	h.mu.Unlock()
-	defer func() {
-		h.mu.Lock()
-		h.inCallback = false
-		h.mu.Unlock()
-	}()
 	h.requestRelease()
-}
-
-// shutdown stops keep and waits for it, unless it is inside requestRelease
-// (which may be calling Unlock right now): then keep returns as soon as the
-// callback does.
-func (h *holding) shutdown() {
-	h.mu.Lock()
-	h.stopped = true
-	wait := !h.inCallback
-	h.mu.Unlock()
-	close(h.stop)
-	h.cancel()
-	if wait {
-		<-h.done
-	}
 }

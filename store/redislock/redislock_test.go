@@ -43,6 +43,19 @@ func clusterBackend(c *redistest.Cluster) backend {
 
 func newPrefix(t *testing.T, client redis.UniversalClient) string { return redistest.Prefix(t, client) }
 
+// newLocker returns a Locker on client, closed when t ends (before client
+// is, when client was made first), failing t if Close fails.
+func newLocker(t testing.TB, client redis.UniversalClient, opts ...redislock.Option) *redislock.Locker {
+	t.Helper()
+	locker := redislock.New(client, opts...)
+	t.Cleanup(func() {
+		if err := locker.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return locker
+}
+
 // suiteTest is a test that runs on every backend.
 type suiteTest struct {
 	name string
@@ -65,6 +78,14 @@ func suite() []suiteTest {
 		{"LockTimeout", testLockTimeout},
 		{"ManyLocksShareOneSubscription", testManyLocksShareOneSubscription},
 		{"TusdPatchInterruptedByHeadOnOtherInstance", testTusdPatchInterruptedByHeadOnOtherInstance},
+		{"LingerReleasedOnRequest", testLingerReleasedOnRequest},
+		{"LingerEnds", testLingerEnds},
+		{"LingeringLockLost", testLingeringLockLost},
+		{"LingeringHolderDies", testLingeringHolderDies},
+		{"CloseReleasesLingeringLocks", testCloseReleasesLingeringLocks},
+		{"LingerCancelledContext", testLingerCancelledContext},
+		{"ContendedLockDoesNotLinger", testContendedLockDoesNotLinger},
+		{"TusdPatchesAlternateInstances", testTusdPatchesAlternateInstances},
 	}
 }
 
@@ -103,7 +124,7 @@ func TestTusdPatchInterruptedByHeadOnOtherInstance(t *testing.T) {
 // checkNoLeaks fails t if, when t ends, a goroutine of package redislock is
 // still running after a grace period. Call it first in a test, so its
 // cleanup runs last.
-func checkNoLeaks(t *testing.T) {
+func checkNoLeaks(t testing.TB) {
 	t.Helper()
 	t.Cleanup(func() {
 		t.Helper()
@@ -146,13 +167,13 @@ func ourGoroutines() []string {
 }
 
 // waitFor polls cond until it holds (see testwait.For).
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	testwait.For(t, timeout, what, cond)
 }
 
 // mustLock locks id on locker within 10s or fails t.
-func mustLock(t *testing.T, locker *redislock.Locker, id string, requestRelease func()) handler.Lock {
+func mustLock(t testing.TB, locker *redislock.Locker, id string, requestRelease func()) handler.Lock {
 	t.Helper()
 	lk, err := locker.NewLock(id)
 	if err != nil {
@@ -189,7 +210,7 @@ func mustLockYielding(t *testing.T, locker *redislock.Locker, id string, called 
 }
 
 // mustUnlock unlocks lk or fails t.
-func mustUnlock(t *testing.T, lk handler.Lock) {
+func mustUnlock(t testing.TB, lk handler.Lock) {
 	t.Helper()
 	if err := lk.Unlock(); err != nil {
 		t.Errorf("Unlock: got %v, want nil", err)
@@ -231,7 +252,7 @@ func testKeysAndUnlock(t *testing.T, b backend) {
 	checkNoLeaks(t)
 	client := b.newClient(t)
 	prefix := newPrefix(t, client)
-	locker := redislock.New(client, redislock.WithPrefix(prefix), redislock.WithExpiry(2*time.Second))
+	locker := newLocker(t, client, redislock.WithPrefix(prefix), redislock.WithExpiry(2*time.Second))
 
 	lk := mustLock(t, locker, "abc", nil)
 	key := prefix + ":lock:{abc}"
@@ -246,14 +267,28 @@ func testKeysAndUnlock(t *testing.T, b backend) {
 		t.Errorf("second Lock on the same lock: got %v, want ErrAlreadyLocked", err)
 	}
 	mustUnlock(t, lk)
-	if n, err := client.Exists(t.Context(), key).Result(); err != nil || n != 0 {
-		t.Errorf("EXISTS %s after Unlock: got %d, %v, want 0", key, n, err)
+	// The process keeps the lock for the linger time (DefaultLinger).
+	if n, err := client.Exists(t.Context(), key).Result(); err != nil || n != 1 {
+		t.Errorf("EXISTS %s right after Unlock: got %d, %v, want 1 (lingering)", key, n, err)
 	}
 	if err := lk.Unlock(); err != nil {
 		t.Errorf("second Unlock: got %v, want nil", err)
 	}
+	if err := locker.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	if n, err := client.Exists(t.Context(), key).Result(); err != nil || n != 0 {
+		t.Errorf("EXISTS %s after Close: got %d, %v, want 0", key, n, err)
+	}
 	if _, err := locker.NewLock(""); err == nil {
 		t.Errorf("NewLock(\"\"): got nil error, want one")
+	}
+
+	// Without lingering, Unlock deletes the key at once.
+	noLinger := newLocker(t, client, redislock.WithPrefix(prefix), redislock.WithLinger(0))
+	mustUnlock(t, mustLock(t, noLinger, "abc", nil))
+	if n, err := client.Exists(t.Context(), key).Result(); err != nil || n != 0 {
+		t.Errorf("EXISTS %s after Unlock with WithLinger(0): got %d, %v, want 0", key, n, err)
 	}
 }
 
@@ -271,7 +306,7 @@ func testMutualExclusion(t *testing.T, b backend) {
 	var wg sync.WaitGroup
 	for range 2 {
 		client := b.newClient(t)
-		locker := redislock.New(client, redislock.WithPrefix(prefix),
+		locker := newLocker(t, client, redislock.WithPrefix(prefix),
 			redislock.WithPollInterval(time.Millisecond, 10*time.Millisecond))
 		for range workers {
 			wg.Go(func() {
@@ -329,8 +364,8 @@ func testTakeoverFromDeadHolder(t *testing.T, b backend) {
 	const expiry = time.Second
 	clientA, clientB := b.newClient(t), b.newClient(t)
 	prefix := newPrefix(t, clientB)
-	lockerA := redislock.New(clientA, redislock.WithPrefix(prefix), redislock.WithExpiry(expiry))
-	lockerB := redislock.New(clientB, redislock.WithPrefix(prefix), redislock.WithExpiry(expiry))
+	lockerA := newLocker(t, clientA, redislock.WithPrefix(prefix), redislock.WithExpiry(expiry))
+	lockerB := newLocker(t, clientB, redislock.WithPrefix(prefix), redislock.WithExpiry(expiry))
 
 	lost := newSignal()
 	lkA := mustLock(t, lockerA, "up", lost.fire)
@@ -358,7 +393,7 @@ func testLostLockCallsRequestRelease(t *testing.T, b backend) {
 	client := b.newClient(t)
 	prefix := newPrefix(t, client)
 	// Renewal every 333ms; each Redis call is bounded by that too.
-	locker := redislock.New(client, redislock.WithPrefix(prefix), redislock.WithExpiry(time.Second))
+	locker := newLocker(t, client, redislock.WithPrefix(prefix), redislock.WithExpiry(time.Second))
 
 	lost := newSignal()
 	lk := mustLock(t, locker, "up", lost.fire)
@@ -391,8 +426,8 @@ func testReleaseRequestAcrossInstances(t *testing.T, b backend) {
 			prefix := newPrefix(t, clientB)
 			// The default expiry (10s) and renew interval (3.3s): a prompt
 			// acquisition can only come from the Pub/Sub request.
-			lockerA := redislock.New(clientA, redislock.WithPrefix(prefix))
-			lockerB := redislock.New(clientB, redislock.WithPrefix(prefix))
+			lockerA := newLocker(t, clientA, redislock.WithPrefix(prefix))
+			lockerB := newLocker(t, clientB, redislock.WithPrefix(prefix))
 
 			called := newSignal()
 			var holderDone sync.WaitGroup
@@ -426,8 +461,8 @@ func testRequestBeforeHolderSubscribed(t *testing.T, b backend) {
 	checkNoLeaks(t)
 	clientA, clientB := b.newClient(t), b.newClient(t)
 	prefix := newPrefix(t, clientB)
-	lockerA := redislock.New(clientA, redislock.WithPrefix(prefix))
-	lockerB := redislock.New(clientB, redislock.WithPrefix(prefix))
+	lockerA := newLocker(t, clientA, redislock.WithPrefix(prefix))
+	lockerB := newLocker(t, clientB, redislock.WithPrefix(prefix))
 	reqKey := prefix + ":lockreq:{up}"
 
 	type result struct {
@@ -483,7 +518,7 @@ func testRequestKeySeenAtRenewal(t *testing.T, b backend) {
 	client := b.newClient(t)
 	prefix := newPrefix(t, client)
 	// Renewal every 333ms; each Redis call is bounded by that too.
-	locker := redislock.New(client, redislock.WithPrefix(prefix), redislock.WithExpiry(time.Second))
+	locker := newLocker(t, client, redislock.WithPrefix(prefix), redislock.WithExpiry(time.Second))
 
 	asked := newSignal()
 	lk := mustLock(t, locker, "up", asked.fire)
@@ -513,8 +548,8 @@ func testGlobCharactersInIDs(t *testing.T, b backend) {
 			checkNoLeaks(t)
 			clientA, clientB := b.newClient(t), b.newClient(t)
 			prefix := newPrefix(t, clientB)
-			lockerA := redislock.New(clientA, redislock.WithPrefix(prefix))
-			lockerB := redislock.New(clientB, redislock.WithPrefix(prefix))
+			lockerA := newLocker(t, clientA, redislock.WithPrefix(prefix))
+			lockerB := newLocker(t, clientB, redislock.WithPrefix(prefix))
 
 			// A holds both; each callback unlocks its own lock.
 			idCalled, siblingCalled := newSignal(), newSignal()
@@ -542,8 +577,8 @@ func testLockTimeout(t *testing.T, b backend) {
 	checkNoLeaks(t)
 	clientA, clientB := b.newClient(t), b.newClient(t)
 	prefix := newPrefix(t, clientB)
-	lockerA := redislock.New(clientA, redislock.WithPrefix(prefix))
-	lockerB := redislock.New(clientB, redislock.WithPrefix(prefix))
+	lockerA := newLocker(t, clientA, redislock.WithPrefix(prefix))
+	lockerB := newLocker(t, clientB, redislock.WithPrefix(prefix))
 
 	t.Run("expired context", func(t *testing.T) {
 		lk, err := lockerB.NewLock("free")
@@ -596,8 +631,8 @@ func testManyLocksShareOneSubscription(t *testing.T, b backend) {
 	const locks = 20
 	clientA, clientB := b.newClient(t), b.newClient(t)
 	prefix := newPrefix(t, clientB)
-	lockerA := redislock.New(clientA, redislock.WithPrefix(prefix))
-	lockerB := redislock.New(clientB, redislock.WithPrefix(prefix))
+	lockerA := newLocker(t, clientA, redislock.WithPrefix(prefix))
+	lockerB := newLocker(t, clientB, redislock.WithPrefix(prefix))
 
 	ids := make([]string, locks)
 	called := make([]*signal, locks)
@@ -631,10 +666,20 @@ func testManyLocksShareOneSubscription(t *testing.T, b backend) {
 	for i, id := range ids {
 		channels[i] = prefix + ":release:{" + id + "}"
 	}
-	subs := numSub(t, clientB, channels...)
-	for ch, n := range subs {
+	// Each lock lingers, on A or on B, still subscribed once.
+	for ch, n := range numSub(t, clientB, channels...) {
+		if n != 1 {
+			t.Errorf("subscribers of %s after every Unlock: got %d, want 1 (the lingering holder)", ch, n)
+		}
+	}
+	for _, l := range []*redislock.Locker{lockerA, lockerB} {
+		if err := l.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	}
+	for ch, n := range numSub(t, clientB, channels...) {
 		if n != 0 {
-			t.Errorf("subscribers of %s after every Unlock: got %d, want 0", ch, n)
+			t.Errorf("subscribers of %s after Close: got %d, want 0", ch, n)
 		}
 	}
 }

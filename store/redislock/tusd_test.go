@@ -7,6 +7,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -49,8 +50,8 @@ func testTusdPatchInterruptedByHeadOnOtherInstance(t *testing.T, b backend) {
 	dir := t.TempDir()
 	clientA, clientB := b.newClient(t), b.newClient(t)
 	prefix := newPrefix(t, clientB)
-	srvA := newTusServer(t, dir, redislock.New(clientA, redislock.WithPrefix(prefix)))
-	srvB := newTusServer(t, dir, redislock.New(clientB, redislock.WithPrefix(prefix)))
+	srvA := newTusServer(t, dir, newLocker(t, clientA, redislock.WithPrefix(prefix)))
+	srvB := newTusServer(t, dir, newLocker(t, clientB, redislock.WithPrefix(prefix)))
 
 	// Create a 1000-byte upload on A.
 	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, srvA.URL+"/files/", nil)
@@ -137,5 +138,116 @@ func testTusdPatchInterruptedByHeadOnOtherInstance(t *testing.T, b backend) {
 		}
 	case <-timer.C:
 		t.Fatalf("the PATCH on A did not end after the HEAD on B")
+	}
+}
+
+// tusRequest sends a tus request to srv for path (under /files/) and
+// returns the response, its body read and closed.
+func tusRequest(t *testing.T, srv *httptest.Server, method, path string, header map[string]string, body string) *http.Response {
+	t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(t.Context(), method, srv.URL+"/files/"+path, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Tus-Resumable", "1.0.0")
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	resp, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	_ = resp.Body.Close()
+	return resp
+}
+
+// createUpload creates an upload of size bytes on srv and returns its id.
+func createUpload(t *testing.T, srv *httptest.Server, size int) string {
+	t.Helper()
+	resp := tusRequest(t, srv, http.MethodPost, "", map[string]string{"Upload-Length": strconv.Itoa(size)}, "")
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("POST: got status %d, want 201", resp.StatusCode)
+	}
+	return path.Base(resp.Header.Get("Location"))
+}
+
+// patch sends n bytes at offset to upload id on srv and checks the answer.
+func patch(t *testing.T, srv *httptest.Server, id string, offset, n int) {
+	t.Helper()
+	resp := tusRequest(t, srv, http.MethodPatch, id, map[string]string{
+		"Upload-Offset": strconv.Itoa(offset),
+		"Content-Type":  "application/offset+octet-stream",
+	}, strings.Repeat("x", n))
+	if resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("PATCH at %d: got status %d, want 204", offset, resp.StatusCode)
+	}
+	if got, want := resp.Header.Get("Upload-Offset"), strconv.Itoa(offset+n); got != want {
+		t.Fatalf("PATCH at %d: got Upload-Offset %q, want %q", offset, got, want)
+	}
+}
+
+func TestTusdPatchesAlternateInstances(t *testing.T) {
+	testTusdPatchesAlternateInstances(t, singleNode())
+}
+
+// testTusdPatchesAlternateInstances: PATCHes and HEADs of one upload go to
+// two instances in turn, each of which keeps the lock lingering for a
+// minute after every request: each request gets the lock from the other
+// instance at once.
+func testTusdPatchesAlternateInstances(t *testing.T, b backend) {
+	checkNoLeaks(t)
+	dir := t.TempDir()
+	clientA, clientB := b.newClient(t), b.newClient(t)
+	prefix := newPrefix(t, clientB)
+	srvA := newTusServer(t, dir, newLocker(t, clientA, redislock.WithPrefix(prefix), redislock.WithLinger(time.Minute)))
+	srvB := newTusServer(t, dir, newLocker(t, clientB, redislock.WithPrefix(prefix), redislock.WithLinger(time.Minute)))
+
+	const chunk = 100
+	id := createUpload(t, srvA, 4*chunk)
+	for i, srv := range []*httptest.Server{srvA, srvB, srvA, srvB} {
+		start := time.Now()
+		if i > 0 {
+			resp := tusRequest(t, srv, http.MethodHead, id, nil, "")
+			if got, want := resp.Header.Get("Upload-Offset"), strconv.Itoa(i*chunk); resp.StatusCode != http.StatusOK || got != want {
+				t.Fatalf("HEAD %d: got %d, Upload-Offset %q, want 200, %q", i, resp.StatusCode, got, want)
+			}
+		}
+		patch(t, srv, id, i*chunk, chunk)
+		if elapsed, limit := time.Since(start), 3*time.Second; elapsed > limit {
+			t.Errorf("HEAD and PATCH %d took %v, want under %v (the linger is a minute)", i, elapsed, limit)
+		}
+	}
+}
+
+// TestTusdConsecutivePatchesSendNoLockCommand: tusd PATCHes of one upload
+// on one instance, one after the other, send no Redis command after the
+// first (the instance's data store is on disk, so every Redis command
+// would be the locker's).
+func TestTusdConsecutivePatchesSendNoLockCommand(t *testing.T) {
+	checkNoLeaks(t)
+	r := startPrivateRedis(t)
+	m := r.monitor(t)
+	srv := newTusServer(t, t.TempDir(), newLocker(t, r.client(t), redislock.WithExpiry(quietExpiry)))
+
+	const chunk, patches = 100, 10
+	id := createUpload(t, srv, patches*chunk)
+	patch(t, srv, id, 0, chunk)
+	if n := m.count(); n == 0 {
+		t.Fatalf("Redis commands for the first PATCH: got 0, want some (is the counter broken?)")
+	}
+	for i := 1; i < patches; i++ {
+		resp := tusRequest(t, srv, http.MethodHead, id, nil, "")
+		if got, want := resp.Header.Get("Upload-Offset"), strconv.Itoa(i*chunk); got != want {
+			t.Fatalf("HEAD: got Upload-Offset %q, want %q", got, want)
+		}
+		patch(t, srv, id, i*chunk, chunk)
+	}
+	if n := m.count(); n != 0 {
+		t.Errorf("Redis commands for %d more HEAD and PATCH pairs: got %d, want 0", patches-1, n)
 	}
 }
