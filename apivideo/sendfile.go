@@ -131,11 +131,8 @@ func (c *sendfileConn) ReadFrom(r io.Reader) (int64, error) {
 func (p *partReader) sendFile(c *sendfileConn, limit int64) (int64, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.detached {
-		return 0, &sourceError{err: errDetached}
-	}
-	if p.remaining <= 0 {
-		return 0, io.EOF
+	if err := p.ready(); err != nil {
+		return 0, err
 	}
 	section := p.r.(FileSection)
 	f, off, left := section.FileSection()

@@ -164,14 +164,23 @@ type partReader struct {
 	sending *net.TCPConn // the connection a sendfile writes to, if any
 }
 
+// ready returns why the part gives no more bytes, or nil: a *sourceError
+// once detached, io.EOF once it was read whole. p.mu is held.
+func (p *partReader) ready() error {
+	if p.detached {
+		return &sourceError{err: errDetached}
+	}
+	if p.remaining <= 0 {
+		return io.EOF
+	}
+	return nil
+}
+
 func (p *partReader) Read(b []byte) (int, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.detached {
-		return 0, &sourceError{err: errDetached}
-	}
-	if p.remaining <= 0 {
-		return 0, io.EOF
+	if err := p.ready(); err != nil {
+		return 0, err
 	}
 	if int64(len(b)) > p.remaining {
 		b = b[:p.remaining]
