@@ -3,12 +3,14 @@ package integration_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"testing"
 	"time"
 
 	"github.com/tusgate/tusgate/gateway"
+	"github.com/tusgate/tusgate/internal/testwait"
 	"github.com/tusgate/tusgate/internal/tusclient"
 )
 
@@ -41,6 +43,16 @@ func TestFaultClient(t *testing.T) {
 			for i, c := range cuts {
 				ctx, cancel := context.WithCancel(t.Context())
 				body := &failingReader{r: bytes.NewReader(data[off:]), limit: c.sent}
+				// The cut comes once the gateway holds the bytes sent, so
+				// its PATCH is running when the client goes: a PATCH the
+				// gateway only reached after the client gave up would
+				// store nothing and could still interrupt a later request.
+				want := off + c.sent
+				body.atLimit = func() {
+					testwait.Until(t.Context(), 10*time.Second, func() bool {
+						return received(gw, id) >= want
+					})
+				}
 				if c.cancel {
 					body.cancel, body.ctx = cancel, ctx
 				}
@@ -177,4 +189,19 @@ func TestFaultClient(t *testing.T) {
 			})
 		})
 	}
+}
+
+// received returns the bytes the status API reports received for upload
+// id, or -1 when it cannot tell. It fails no test: request bodies call it.
+func received(gw *gatewayProc, id string) int64 {
+	resp, err := http.Get(gw.URL + "/uploads/" + id)
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	var st gateway.Status
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&st) != nil {
+		return -1
+	}
+	return st.Received
 }

@@ -208,12 +208,19 @@ type failingReader struct {
 	limit  int64
 	cancel context.CancelFunc
 	ctx    context.Context
+	// atLimit, when set, is called once the limit is sent, before the
+	// reader fails.
+	atLimit func()
 }
 
 var errClientGaveUp = errors.New("client gave up")
 
 func (f *failingReader) Read(p []byte) (int, error) {
 	if f.limit <= 0 {
+		if f.atLimit != nil {
+			f.atLimit()
+			f.atLimit = nil
+		}
 		if f.cancel != nil {
 			f.cancel()
 			<-f.ctx.Done()
