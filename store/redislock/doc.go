@@ -52,9 +52,9 @@
 // renew interval (waiters keep the key alive while they wait).
 //
 // Release request: the holder's requestRelease callback is called once, from
-// the lease's own goroutine (or, for a waiter of the same process, from the
-// waiter's), never while a Redis connection or the Locker's mutex waits on
-// it, so the callback may call Unlock itself.
+// a short-lived goroutine that handles the request (or, for a waiter of the
+// same process, from the waiter's), never while a Redis connection or the
+// Locker's mutex waits on it, so the callback may call Unlock itself.
 //
 // Lost lock: if renewal finds another value or no key, or cannot reach Redis
 // before the last successful renewal runs out, the holder calls
@@ -93,9 +93,11 @@
 //     requests that alternate between instances (a load balancer without
 //     affinity) cost what they cost without lingering.
 //   - Close releases the lingering leases and stops lingering; the locks
-//     still held are released at their Unlock. Call it at shutdown, after
-//     the HTTP server stopped: a lingering lease left behind by a process
-//     that exits blocks its upload until its expiry, as a crashed holder does.
+//     still held are released at their Unlock. When it releases the last
+//     lease, it returns once Redis confirmed that the process left every
+//     release channel. Call it at shutdown, after the HTTP server stopped: a
+//     lingering lease left behind by a process that exits blocks its upload
+//     until its expiry, as a crashed holder does.
 //
 // Each decision (take over, wait, end the linger) is taken under the
 // Locker's mutex, so a new Lock and the end of the linger, a release request
@@ -116,7 +118,8 @@
 //   - per renew interval while the lease lives (held or lingering): one
 //     renewal;
 //   - end of the lease: the compare-and-delete script, and UNSUBSCRIBE when
-//     other leases keep the Pub/Sub connection (else it is closed);
+//     other leases keep the Pub/Sub connection (else it is closed; after
+//     Close, it is closed after an UNSUBSCRIBE and a PING that confirms it);
 //   - a waiter: one acquire script per attempt (the first one also sends
 //     the release request).
 //
@@ -129,9 +132,14 @@
 //
 // One Locker keeps one shared Pub/Sub connection for all the leases it holds
 // or that linger (not one per lock), opened when the first lease is taken and
-// closed when the last one is released, plus one goroutine for it and one
-// goroutine per lease. When no lease is held or lingers the Locker runs no
-// goroutine; Close ends the lingering ones at once.
+// closed when the last one is released, plus one goroutine that receives on
+// it. A lease runs no goroutine of its own: it costs its record, a context
+// and two runtime timers, one that renews it every renew interval (re-armed
+// after each renewal, so renewals of one lease never overlap) and one that
+// ends its linger; a goroutine runs only while a timer's callback does (a
+// renewal, the release at the end of the linger) or while a release request
+// is handled. When no lease is held or lingers the Locker runs no goroutine;
+// Close ends the lingering leases at once and waits for their callbacks.
 //
 // # Guarantees and failure modes
 //

@@ -104,8 +104,12 @@ func (hb *hub) subscribe(ctx context.Context, channel string, ls *lease) {
 }
 
 // unsubscribe removes ls from its channel; the last lease to leave closes
-// the session and waits for its receive loop.
-func (hb *hub) unsubscribe(ls *lease) {
+// the session and waits for its receive loop. With confirm (the Locker is
+// closed), the last one first leaves every channel and waits until the
+// server confirms it, so that no node counts the process as a subscriber
+// once Close returns: Redis forgets a closed connection's subscriptions only
+// when it gets to process the close, a little later.
+func (hb *hub) unsubscribe(ls *lease, confirm bool) {
 	channel := ls.channel
 	hb.mu.Lock()
 	s := ls.session
@@ -129,17 +133,58 @@ func (hb *hub) unsubscribe(ls *lease) {
 	}
 	s.n--
 	last := s.n == 0
+	var left chan struct{} // closed when the server confirmed the UNSUBSCRIBE
 	if last {
 		if hb.sess == s {
 			hb.sess = nil
 		}
-		close(s.stop)
+		if confirm {
+			left = hb.leaveAll(ls.ctx, s)
+		}
 	}
 	hb.mu.Unlock()
 
 	if last {
+		if left != nil {
+			hb.await(left, "unsubscription from release requests")
+		}
+		close(s.stop)
 		_ = s.ps.Close() // unblocks the receive loop
 		<-s.done
+	}
+}
+
+// leaveAll sends UNSUBSCRIBE (from every channel) and a PING barrier on s,
+// and returns the channel closed on its PONG (the server then left every
+// channel), or nil if a write failed. The caller holds hb.mu.
+func (hb *hub) leaveAll(ctx context.Context, s *session) chan struct{} {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commandTimeout)
+	defer cancel()
+	err := s.ps.Unsubscribe(cctx)
+	if err != nil {
+		hb.log.Warn("unsubscribe from release requests", zap.Error(err))
+		return nil
+	}
+	barrier := rand.Text()
+	ready := make(chan struct{})
+	s.barriers[barrier] = ready
+	if err := s.ps.Ping(cctx, barrier); err != nil {
+		delete(s.barriers, barrier)
+		hb.log.Warn("confirm unsubscription from release requests", zap.Error(err))
+		return nil
+	}
+	return ready
+}
+
+// await waits for ready (closed on a PING barrier's PONG) for at most
+// barrierWait, and logs what was not confirmed in time.
+func (hb *hub) await(ready chan struct{}, what string) {
+	timer := time.NewTimer(hb.barrierWait)
+	defer timer.Stop()
+	select {
+	case <-ready:
+	case <-timer.C:
+		hb.log.Warn(what + " not confirmed in time")
 	}
 }
 

@@ -232,9 +232,11 @@ func (l *Locker) NewLock(id string) (handler.Lock, error) {
 }
 
 // Close releases the locks kept after Unlock (deleting them in Redis) and
-// waits for their goroutines; from then on Unlock releases at once. Locks
+// waits for their callbacks; from then on Unlock releases at once. Locks
 // still held stay held until their Unlock, and Lock keeps working. Close
 // returns the errors of the deletes (such a lock then expires on its own).
+// When it releases the last lease, it waits (at most the renew interval)
+// for Redis to confirm that the process left every release channel.
 // Calling it again does no harm.
 func (l *Locker) Close() error {
 	l.mu.Lock()
@@ -264,7 +266,7 @@ func (l *Locker) Close() error {
 	wg.Wait()
 	for _, ls := range append(idle, dying...) {
 		<-ls.gone
-		<-ls.kept
+		ls.running.Wait() // its timer and request callbacks
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("redislock: close: %w", err)
@@ -363,12 +365,12 @@ func (k *lock) takeLocal(ctx context.Context, requestRelease func()) (bool, erro
 			h := newHolding(ls, requestRelease)
 			k.setHeld(h)
 			ls.holder = h
+			ls.armLinger() // disarms it
 			l.mu.Unlock()
-			ls.poke() // keep disarms the linger timer
 			return true, nil
 		default:
-			// Lost, or its renewals failed for too long (keep is late
-			// to notice): end it here and lock through Redis.
+			// Lost, or its renewals failed for too long (the renewal
+			// is late to notice): end it here and lock through Redis.
 			ls.dropping = true
 			l.mu.Unlock()
 			if err := ls.drop(); err != nil {
@@ -475,7 +477,7 @@ func (k *lock) giveUp(base context.Context, token string, lastErr error) error {
 
 // hold turns a lock just acquired in Redis into a lease of this process
 // held by k: subscribe, check for a request that came before the
-// subscription, start renewing.
+// subscription, arm the renewal timer.
 func (k *lock) hold(base context.Context, token string, acquiredAt time.Time, requestRelease func()) {
 	l := k.locker
 	if l.afterAcquire != nil {
@@ -491,10 +493,7 @@ func (k *lock) hold(base context.Context, token string, acquiredAt time.Time, re
 		token:      token,
 		ctx:        ctx,
 		cancel:     cancel,
-		requests:   make(chan struct{}, 1),
-		wake:       make(chan struct{}, 1),
 		gone:       make(chan struct{}),
-		kept:       make(chan struct{}),
 		validUntil: acquiredAt.Add(l.opts.expiry),
 	}
 	h := newHolding(ls, requestRelease)
@@ -507,8 +506,8 @@ func (k *lock) hold(base context.Context, token string, acquiredAt time.Time, re
 	// A lease still in the map is ending, or was lost: this one replaces
 	// it (each removes itself only while it is the current one).
 	l.leases[k.key] = ls
+	ls.start()
 	l.mu.Unlock()
-	go ls.keep()
 }
 
 // Unlock releases the lock. The process keeps the lease for the linger
@@ -541,14 +540,11 @@ func (k *lock) Unlock() error {
 	} else {
 		ls.dropping = true
 	}
+	ls.armLinger()
 	close(h.unlocked) // local waiters take it over, or wait for gone
 	l.mu.Unlock()
 
-	if linger {
-		ls.poke() // keep arms the linger timer
-		return nil
-	}
-	if !drop {
+	if linger || !drop {
 		return nil
 	}
 	if err := ls.drop(); err != nil {
