@@ -96,10 +96,10 @@ func New(baseURL string, opts ...Option) *Client {
 // ordinary path). The transport flushes the headers before a body of
 // unknown kind and then hands the whole body to the connection's ReadFrom,
 // which copies 32 KiB at a time for other bodies: the write buffer holds
-// the headers and small in-memory bodies, never a part.
+// the headers and small in-memory bodies, never a part, so it keeps Go's
+// default size (a larger one only held memory per connection).
 func newTransport(sentByFile *atomic.Int64) *http.Transport {
 	t := http.DefaultTransport.(*http.Transport).Clone()
-	t.WriteBufferSize = 256 << 10
 	t.ReadBufferSize = 64 << 10
 	t.MaxIdleConnsPerHost = 32
 	dial := t.DialContext
