@@ -56,6 +56,11 @@ type requestState struct {
 	subjectReserved bool
 	// status is the final status code of the response, once written.
 	status int
+	// bodyLen is the request's Content-Length (-1 when unknown), and conn
+	// its connection when ConnContext recorded it (HTTP/1 only: the body
+	// is the connection's next bytes).
+	bodyLen int64
+	conn    syscall.RawConn
 }
 
 type requestStateKey struct{}
@@ -86,7 +91,10 @@ type creation struct {
 // records the response's status code in it.
 func (g *Gateway) withRequestState(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		rs := &requestState{header: w.Header()}
+		rs := &requestState{header: w.Header(), bodyLen: r.ContentLength}
+		if r.ProtoMajor == 1 {
+			rs.conn, _ = r.Context().Value(rawConnKey{}).(syscall.RawConn)
+		}
 		w = &statusWriter{ResponseWriter: w, rs: rs}
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), requestStateKey{}, rs)))
 	})

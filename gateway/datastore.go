@@ -380,6 +380,9 @@ func (u *upload) WriteChunk(ctx context.Context, offset int64, src io.Reader) (i
 		return u.writeParts(ctx, lu, info, offset, src)
 	}
 	cr := &countingReader{ctx: ctx, u: u, lu: lu, src: src, base: offset, size: info.Size, deferred: info.SizeIsDeferred}
+	if rs := requestStateFrom(ctx); rs != nil && rs.conn != nil && rs.bodyLen > 0 {
+		cr.lw, cr.bodyLen = newLowWater(rs.conn, &u.g.lowWater, u.g.cfg.stallAfter), rs.bodyLen
+	}
 	n, err := u.inner.WriteChunk(ctx, offset, cr)
 	end := offset + n
 	lu.offset.Store(end)
@@ -537,6 +540,13 @@ type countingReader struct {
 	// stop is the error that ended the body: the boundary update failed
 	// (state store unavailable, upload failed or terminated meanwhile).
 	stop error
+	// lw batches the socket reads of a fast stream (nil when the request's
+	// connection or length is unknown); batching is on while the large
+	// buffer is, and stalled says the last batched read waited too long.
+	lw       *lowWater
+	bodyLen  int64
+	batching bool
+	stalled  bool
 }
 
 // Read implements io.Reader. When the bytes written complete a part it
@@ -553,7 +563,13 @@ func (c *countingReader) Read(p []byte) (int, error) {
 			return 0, err
 		}
 	}
+	if c.batching {
+		c.lw.arm(c.bodyLen - c.read)
+	}
 	n, err := c.src.Read(p)
+	if c.batching {
+		c.stalled = c.lw.disarm()
+	}
 	c.read += int64(n)
 	return n, err
 }
@@ -591,13 +607,18 @@ func (g *Gateway) largeBuf() *[largeCopyBuf]byte {
 // growWithin (a fast client: fewer, larger file writes); it gives the large
 // buffer back once shrinkAfter reads in a row come in small (a slow or idle
 // client keeps only the small one, less than the 32 KiB plain tusd holds). Every Read
-// goes through c.Read, so part boundaries are recorded as before.
+// goes through c.Read, so part boundaries are recorded as before. While it
+// holds the large buffer it also batches the socket's reads (lowwater.go);
+// a batched read that stalls gives the large buffer back at once.
 func (c *countingReader) WriteTo(w io.Writer) (int64, error) {
 	small := make([]byte, smallCopyBuf)
 	var large *[largeCopyBuf]byte
 	defer func() {
 		if large != nil {
 			c.u.g.copyBufs.Put(large)
+		}
+		if c.lw != nil {
+			c.lw.off()
 		}
 	}()
 	buf := small
@@ -634,16 +655,24 @@ func (c *countingReader) WriteTo(w io.Writer) (int64, error) {
 			if burst += n; burst >= growAfter {
 				large = c.u.g.largeBuf()
 				buf = large[:]
+				c.batching = c.lw != nil
 			}
 		case large == nil:
 			burst = 0
-		case n >= shrinkBelow:
-			short = 0
-		default:
+		case c.stalled:
+			short = shrinkAfter
+			fallthrough
+		case n < shrinkBelow:
 			if short++; short >= shrinkAfter {
 				c.u.g.copyBufs.Put(large)
 				large, buf, burst, short = nil, small, 0, 0
+				if c.batching {
+					c.batching = false
+					c.lw.off()
+				}
 			}
+		default:
+			short = 0
 		}
 	}
 }

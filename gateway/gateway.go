@@ -206,6 +206,9 @@ type Config struct {
 	TrustedProxies []netip.Prefix
 	// Now returns the current time. Default time.Now.
 	Now func() time.Time
+	// stallAfter is how long a batched body read waits before the stall
+	// timer lowers its socket's mark (lowwater.go); tests change it.
+	stallAfter time.Duration
 	// Logger receives the gateway's logs (name it, e.g. Named("gateway"));
 	// tusd's logs go to Logger.Named("tusd"). Default: no logging.
 	Logger *zap.Logger
@@ -243,6 +246,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.NetworkTimeout <= 0 {
 		c.NetworkTimeout = 60 * time.Second
+	}
+	if c.stallAfter <= 0 {
+		c.stallAfter = defaultStallAfter
 	}
 	if c.MaxOpenUploadsPerClient == 0 {
 		c.MaxOpenUploadsPerClient = 100
@@ -353,6 +359,8 @@ type Gateway struct {
 	releases *releaseGate
 	// copyBufs recycles the 1 MiB copy buffers of fast PATCH streams.
 	copyBufs sync.Pool
+	// lowWater counts what fast streams' socket low-water marks did.
+	lowWater lowWaterStats
 	cors     *handler.CorsConfig
 	handler  http.Handler
 

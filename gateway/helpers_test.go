@@ -195,7 +195,9 @@ func newHarness(t *testing.T, mod func(*gateway.Config)) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.srv = httptest.NewServer(h.gw.Handler())
+	h.srv = httptest.NewUnstartedServer(h.gw.Handler())
+	h.srv.Config.ConnContext = h.gw.ConnContext
+	h.srv.Start()
 	t.Cleanup(h.srv.Close)
 	h.endpoint = h.srv.URL + "/files/"
 	return h

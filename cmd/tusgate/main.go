@@ -216,6 +216,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		ReadHeaderTimeout: cfg.HeaderTimeout,
 		IdleTimeout:       2 * time.Minute,
 		BaseContext:       gw.BaseContext(context.WithoutCancel(ctx)),
+		ConnContext:       gw.ConnContext,
 		ErrorLog:          zap.NewStdLog(log.Named("http")),
 	}
 	srv.RegisterOnShutdown(gw.Shutdown)
