@@ -53,7 +53,7 @@ func benchmark(ctx context.Context, cfg *config, stdout, stderr io.Writer) (err 
 	for _, w := range wls {
 		conns = max(conns, w.Uploads)
 	}
-	b.hc = newHTTPClient(conns)
+	b.hc = newHTTPClient(conns, nil)
 	defer b.hc.CloseIdleConnections()
 
 	if slices.Contains(cfg.Systems, sysEmbedded) || slices.Contains(cfg.Systems, sysRedis) {

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/tusgate/tusgate/internal/benchkit"
@@ -25,13 +26,15 @@ const (
 
 // newHTTPClient returns the benchmark's HTTP client: no proxy, no
 // compression, and enough idle connections for every concurrent upload.
-func newHTTPClient(conns int) *http.Client {
+// direct, when not nil, counts the body bytes written straight from the
+// pattern (see patternConn).
+func newHTTPClient(conns int, direct *atomic.Int64) *http.Client {
 	dialer := &net.Dialer{Timeout: 30 * time.Second}
 	return &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			c, err := dialer.DialContext(ctx, network, addr)
 			if tc, ok := c.(*net.TCPConn); ok {
-				return patternConn{tc}, nil
+				return patternConn{TCPConn: tc, direct: direct}, nil
 			}
 			return c, err
 		},
@@ -77,7 +80,14 @@ func (c tusClient) create(ctx context.Context, endpoint string, size int64, meta
 
 // patch sends n bytes of body at offset and returns the new offset.
 func (c tusClient) patch(ctx context.Context, u string, offset, n int64, body io.Reader) (int64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPatch, u, io.NopCloser(body))
+	// A body that is its own ReadCloser reaches patternConn unwrapped:
+	// the transport does not look inside an io.NopCloser it keeps for
+	// retries.
+	rc, ok := body.(io.ReadCloser)
+	if !ok {
+		rc = io.NopCloser(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPatch, u, rc)
 	if err != nil {
 		return 0, fmt.Errorf("tus patch: %w", err)
 	}
@@ -146,6 +156,10 @@ func (r *dataReader) Read(p []byte) (int, error) {
 	return total, nil
 }
 
+// Close implements io.Closer, so that a request body needs no
+// io.NopCloser around it (see tusClient.patch).
+func (r *dataReader) Close() error { return nil }
+
 // WriteTo implements io.WriterTo: it writes the pattern's bytes straight
 // from the pattern, in writes of up to its whole length.
 func (r *dataReader) WriteTo(w io.Writer) (int64, error) {
@@ -171,7 +185,10 @@ func (r *dataReader) WriteTo(w io.Writer) (int64, error) {
 // the connection's ReadFrom, which would otherwise copy it through a
 // 32 KiB buffer. On this 2-core machine that copy and its many small
 // writes took CPU the servers under test then did not have.
-type patternConn struct{ *net.TCPConn }
+type patternConn struct {
+	*net.TCPConn
+	direct *atomic.Int64 // nil, or counts the bytes written directly
+}
 
 // ReadFrom implements io.ReaderFrom.
 func (c patternConn) ReadFrom(r io.Reader) (int64, error) {
@@ -179,6 +196,9 @@ func (c patternConn) ReadFrom(r io.Reader) (int64, error) {
 		if d, ok := lr.R.(*dataReader); ok && d.n <= lr.N {
 			n, err := d.WriteTo(c.TCPConn)
 			lr.N -= n
+			if c.direct != nil {
+				c.direct.Add(n)
+			}
 			return n, err
 		}
 	}
