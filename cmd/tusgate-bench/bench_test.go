@@ -14,7 +14,7 @@ import (
 
 var (
 	systems   = []string{"plain-tusd", "tusgate-embedded", "tusgate-redis"}
-	workloads = []string{"one-patch", "small-patches", "concurrent", "slow-clients"}
+	workloads = []string{"one-patch", "small-patches", "concurrent", "slow-clients", "paced"}
 )
 
 func redisAddr() string {
@@ -59,6 +59,7 @@ func TestQuickRun(t *testing.T) {
 		"--size", "8MiB",
 		"--concurrent-uploads", "2", "--concurrent-size", "8MiB",
 		"--slow-clients", "10", "--slow-duration", "1s",
+		"--paced-uploads", "2", "--paced-size", "4MiB",
 		"--redis-url", "redis://" + redisAddr() + "/14",
 		"--work-dir", work,
 		"--json-file", jsonPath,

@@ -36,11 +36,12 @@ const (
 	wlSmallPatches = "small-patches"
 	wlConcurrent   = "concurrent"
 	wlSlowClients  = "slow-clients"
+	wlPaced        = "paced"
 )
 
 var (
 	allSystems   = []string{sysPlain, sysEmbedded, sysRedis}
-	allWorkloads = []string{wlOnePatch, wlSmallPatches, wlConcurrent, wlSlowClients}
+	allWorkloads = []string{wlOnePatch, wlSmallPatches, wlConcurrent, wlSlowClients, wlPaced}
 )
 
 // config is the benchmark's settings.
@@ -65,6 +66,12 @@ type config struct {
 	SlowClients  int
 	SlowRate     int64
 	SlowDuration time.Duration
+	// PacedUploads, PacedSize and PacedRate shape the paced workload:
+	// clients slower than the server, as on real networks, each sending
+	// PacedSize bytes in one PATCH at PacedRate bytes per second.
+	PacedUploads int
+	PacedSize    int64
+	PacedRate    int64
 
 	// RedisURL is the Redis database the tusgate-redis system uses (flushed
 	// before each run).
@@ -129,6 +136,9 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 		SlowClients:       1000,
 		SlowRate:          64 * kib,
 		SlowDuration:      10 * time.Second,
+		PacedUploads:      8,
+		PacedSize:         64 * mib,
+		PacedRate:         16 * mib,
 		RedisURL:          "redis://127.0.0.1:6379/14",
 		WorkDir:           os.TempDir(),
 		RunTimeout:        10 * time.Minute,
@@ -151,7 +161,10 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	fs.IntVar(&cfg.SlowClients, "slow-clients", cfg.SlowClients, "clients of the slow-clients workload")
 	fs.Var(benchkit.SizeValue{P: &cfg.SlowRate, Max: maxSize}, "slow-rate", "bytes per second each slow client sends")
 	fs.DurationVar(&cfg.SlowDuration, "slow-duration", cfg.SlowDuration, "how long each slow client sends")
-	fs.BoolVar(&quick, "quick", false, "smoke run: 64MiB uploads, 8 x 16MiB concurrent, 100 slow clients for 3s (flags given explicitly win)")
+	fs.IntVar(&cfg.PacedUploads, "paced-uploads", cfg.PacedUploads, "uploads of the paced workload")
+	fs.Var(benchkit.SizeValue{P: &cfg.PacedSize, Max: maxSize}, "paced-size", "size of each upload of the paced workload")
+	fs.Var(benchkit.SizeValue{P: &cfg.PacedRate, Max: maxSize}, "paced-rate", "bytes per second each paced client sends")
+	fs.BoolVar(&quick, "quick", false, "smoke run: 64MiB uploads, 8 x 16MiB concurrent, 100 slow clients for 3s, 4 x 16MiB paced (flags given explicitly win)")
 	fs.StringVar(&cfg.RedisURL, "redis-url", cfg.RedisURL, "Redis database for tusgate-redis (redis://host:port/db); FLUSHDB before each run")
 	fs.StringVar(&cfg.Tusgate, "tusgate", "", "tusgate binary to run (default: go build ./cmd/tusgate from the module root)")
 	fs.StringVar(&tusgateArgs, "tusgate-args", "", "extra space-separated arguments for tusgate, such as \"--part-size 20MiB\"")
@@ -168,6 +181,8 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 			"concurrent-size":    func() { cfg.ConcurrentSize = 16 * mib },
 			"slow-clients":       func() { cfg.SlowClients = 100 },
 			"slow-duration":      func() { cfg.SlowDuration = 3 * time.Second },
+			"paced-uploads":      func() { cfg.PacedUploads = 4 },
+			"paced-size":         func() { cfg.PacedSize = 16 * mib },
 		})
 	}
 	cfg.TusgateArgs = strings.Fields(tusgateArgs)
@@ -185,6 +200,12 @@ func (c *config) validate() error {
 	}
 	if c.SlowClients < 1 {
 		errs = append(errs, fmt.Errorf("--slow-clients %d: must be at least 1", c.SlowClients))
+	}
+	if c.PacedUploads < 1 {
+		errs = append(errs, fmt.Errorf("--paced-uploads %d: must be at least 1", c.PacedUploads))
+	}
+	if c.PacedRate < 1 {
+		errs = append(errs, fmt.Errorf("--paced-rate %d: must be at least 1 byte per second", c.PacedRate))
 	}
 	if c.SlowDuration <= 0 {
 		errs = append(errs, fmt.Errorf("--slow-duration %v: must be positive", c.SlowDuration))
@@ -238,6 +259,9 @@ func (c *config) workloads() []workload {
 			size := max(1, int64(float64(c.SlowRate)*c.SlowDuration.Seconds()))
 			out = append(out, workload{Name: name, Uploads: c.SlowClients, Size: size, Rate: c.SlowRate, MeasureOpen: true,
 				Desc: fmt.Sprintf("%d clients at %s/s for %v (%s each)", c.SlowClients, benchkit.IBytes(c.SlowRate), c.SlowDuration, benchkit.IBytes(size))})
+		case wlPaced:
+			out = append(out, workload{Name: name, Uploads: c.PacedUploads, Size: c.PacedSize, Rate: c.PacedRate,
+				Desc: fmt.Sprintf("%d concurrent uploads of %s, one PATCH each at %s/s", c.PacedUploads, benchkit.IBytes(c.PacedSize), benchkit.IBytes(c.PacedRate))})
 		}
 	}
 	return out
