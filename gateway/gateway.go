@@ -444,6 +444,11 @@ func New(cfg Config, st store.Store, n Notifier) (*Gateway, error) {
 		if err := cfg.Registerer.Register(prometheuscollector.New(g.tus.Metrics)); err != nil {
 			return nil, fmt.Errorf("gateway: register tusd metrics: %w", err)
 		}
+		for _, c := range g.lowWater.collectors() {
+			if err := cfg.Registerer.Register(c); err != nil {
+				return nil, fmt.Errorf("gateway: register metrics: %w", err)
+			}
+		}
 	}
 	g.handler = g.routes()
 	return g, nil

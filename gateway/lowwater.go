@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Batching a fast body's socket reads.
@@ -36,11 +38,24 @@ const (
 	defaultStallAfter = 100 * time.Millisecond
 )
 
-// lowWaterStats counts, per gateway, what the low-water marks did; tests
-// read it.
+// lowWaterStats counts, per gateway, what the low-water marks did.
 type lowWaterStats struct {
 	raised atomic.Int64 // reads that waited on a mark above 1
 	stalls atomic.Int64 // of those, reads that stallAfter cut short
+}
+
+// collectors exports the counts as Prometheus counters.
+func (s *lowWaterStats) collectors() []prometheus.Collector {
+	return []prometheus.Collector{
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "tusgate_batched_body_reads_total",
+			Help: "Reads of upload bodies that waited for a batch of bytes (socket low-water mark raised).",
+		}, func() float64 { return float64(s.raised.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "tusgate_batched_body_read_stalls_total",
+			Help: "Batched reads that waited too long and were served with the bytes at hand (the client slowed down or stalled).",
+		}, func() float64 { return float64(s.stalls.Load()) }),
+	}
 }
 
 // rawConnKey is the context key of a request's connection (ConnContext).

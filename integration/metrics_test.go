@@ -79,6 +79,14 @@ func TestMetricsEndpoint(t *testing.T) {
 			t.Errorf("GET /metrics: no %s", s)
 		}
 	}
+	// The 4 MiB PATCHes came fast over loopback: their bodies were read
+	// in batches (the binary hands its connections to the gateway).
+	if v, ok := metricValue(text, "tusgate_batched_body_reads_total"); v < 1 {
+		t.Errorf("tusgate_batched_body_reads_total: got %v (found %v), want at least 1", v, ok)
+	}
+	if _, ok := metricValue(text, "tusgate_batched_body_read_stalls_total"); !ok {
+		t.Error("GET /metrics: no tusgate_batched_body_read_stalls_total")
+	}
 	if v, ok := metricValue(text, "tusgate_delivered_bytes_total"); v != float64(len(data)) {
 		t.Errorf("tusgate_delivered_bytes_total: got %v (found %v), want %d", v, ok, len(data))
 	}
