@@ -542,11 +542,12 @@ type countingReader struct {
 	stop error
 	// lw batches the socket reads of a fast stream (nil when the request's
 	// connection or length is unknown); batching is on while the large
-	// buffer is, and stalled says the last batched read waited too long.
+	// buffer is, and slow says the last batched read stalled at the
+	// smallest batch.
 	lw       *lowWater
 	bodyLen  int64
 	batching bool
-	stalled  bool
+	slow     bool
 }
 
 // Read implements io.Reader. When the bytes written complete a part it
@@ -568,7 +569,7 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	}
 	n, err := c.src.Read(p)
 	if c.batching {
-		c.stalled = c.lw.disarm()
+		c.slow = c.lw.disarm(n)
 	}
 	c.read += int64(n)
 	return n, err
@@ -609,7 +610,8 @@ func (g *Gateway) largeBuf() *[largeCopyBuf]byte {
 // client keeps only the small one, less than the 32 KiB plain tusd holds). Every Read
 // goes through c.Read, so part boundaries are recorded as before. While it
 // holds the large buffer it also batches the socket's reads (lowwater.go);
-// a batched read that stalls gives the large buffer back at once.
+// a batched read that stalls at the smallest batch gives the large buffer
+// back at once.
 func (c *countingReader) WriteTo(w io.Writer) (int64, error) {
 	small := make([]byte, smallCopyBuf)
 	var large *[largeCopyBuf]byte
@@ -659,7 +661,7 @@ func (c *countingReader) WriteTo(w io.Writer) (int64, error) {
 			}
 		case large == nil:
 			burst = 0
-		case c.stalled:
+		case c.slow:
 			short = shrinkAfter
 			fallthrough
 		case n < shrinkBelow:

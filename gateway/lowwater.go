@@ -28,10 +28,17 @@ import (
 //   - A read that waits longer than defaultStallAfter drops the mark to 1
 //     (Linux wakes the reader when the mark is lowered), so the bytes of a
 //     client that stalls or whose connection dies reach the file within
-//     that time instead of waiting for the network timeout. countingReader then
-//     treats the stream as slow.
+//     that time instead of waiting for the network timeout.
+//
+// The mark follows the client's rate: a stalled read halves it (down to
+// minLowWaterMark), a read that finds twice the mark waiting doubles it
+// (up to lowWaterMark), so a client sending 2 MB/s is read in batches of
+// 128 KiB rather than alternating between stalls and unbatched reads. A
+// read that stalls at the smallest mark makes countingReader treat the
+// stream as slow.
 const (
-	lowWaterMark = 256 << 10
+	lowWaterMark    = 256 << 10
+	minLowWaterMark = 32 << 10
 	// bufferedSlack is the size of net/http's server-side read buffer:
 	// body bytes in it are no longer in the socket.
 	bufferedSlack     = 4 << 10
@@ -87,42 +94,45 @@ type lowWater struct {
 	stallAfter time.Duration
 
 	mu sync.Mutex
-	// cur is the socket's mark (1 is the kernel's default: off).
-	cur int
+	// cur is the socket's mark (1 is the kernel's default: off); mark is
+	// what arm asks for, minLowWaterMark..lowWaterMark.
+	cur, mark int
 	// gen counts armed reads; a stall timer acts only on its own read.
-	gen     uint64
-	stalled bool
-	timer   *time.Timer
+	gen uint64
+	// stalled: the stall timer cut the current read short; slow: at the
+	// smallest mark.
+	stalled, slow bool
+	timer         *time.Timer
 	// broken is set when the socket refused the option: the request stays
 	// unbatched.
 	broken bool
 }
 
 func newLowWater(rc syscall.RawConn, stats *lowWaterStats, stallAfter time.Duration) *lowWater {
-	return &lowWater{rc: rc, stats: stats, stallAfter: stallAfter, cur: 1}
+	return &lowWater{rc: rc, stats: stats, stallAfter: stallAfter, cur: 1, mark: lowWaterMark}
 }
 
 // arm raises the mark for the next read of a body with remaining bytes
 // left, and starts the stall timer.
 func (l *lowWater) arm(remaining int64) {
-	target := int(min(max(remaining-bufferedSlack, 1), lowWaterMark))
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.broken {
 		return
 	}
-	l.set(target)
+	l.set(int(min(max(remaining-bufferedSlack, 1), int64(l.mark))))
 	l.gen++
-	l.stalled = false
+	l.stalled, l.slow = false, false
 	if l.cur > 1 {
 		gen := l.gen
 		l.timer = time.AfterFunc(l.stallAfter, func() { l.stall(gen) })
 	}
 }
 
-// disarm follows the read and reports whether the stall timer cut it
-// short.
-func (l *lowWater) disarm() bool {
+// disarm follows a read that brought n bytes, adapts the mark to the
+// client's rate, and reports whether the read stalled at the smallest
+// mark (the client is slow).
+func (l *lowWater) disarm(n int) (slow bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.timer != nil {
@@ -131,7 +141,13 @@ func (l *lowWater) disarm() bool {
 		l.stats.raised.Add(1)
 	}
 	l.gen++
-	return l.stalled
+	switch {
+	case l.stalled:
+		l.mark = max(l.mark/2, minLowWaterMark)
+	case n >= 2*l.mark:
+		l.mark = min(l.mark*2, lowWaterMark)
+	}
+	return l.slow
 }
 
 // off restores the default mark; the connection may carry more requests.
@@ -153,7 +169,7 @@ func (l *lowWater) stall(gen uint64) {
 	if gen != l.gen {
 		return
 	}
-	l.stalled = true
+	l.stalled, l.slow = true, l.mark == minLowWaterMark
 	l.stats.stalls.Add(1)
 	l.set(1)
 }
