@@ -606,10 +606,7 @@ func TestInterruptedPatchResumes(t *testing.T) {
 		_, err := h.client.Patch(ctx, u, 0, &stallingReader{ctx: ctx, data: data[:sent]}, size, -1)
 		done <- err
 	}()
-	waitFor(t, "the stalled PATCH's bytes to be written", func() bool {
-		_, st, _ := h.status(t, id)
-		return st["received"] == float64(sent)
-	})
+	waitFor(t, "the stalled PATCH's bytes to be written", func() bool { return h.received(t, id) == sent })
 	// The forwarder can read the bytes while the PATCH is still running.
 	rc, err := h.gw.Source().OpenRange(t.Context(), id, 0, sent)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -313,4 +314,33 @@ func (s *stallingReader) Read(p []byte) (int, error) {
 	}
 	<-s.ctx.Done()
 	return 0, s.ctx.Err()
+}
+
+// rawPatch opens a connection to the gateway and sends the head of a PATCH of upload
+// id from offset 0 announcing n bytes.
+func (h *harness) rawPatch(t *testing.T, id string, n int) net.Conn {
+	t.Helper()
+	conn, err := net.Dial("tcp", h.srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	if err := conn.SetDeadline(time.Now().Add(20 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	req := fmt.Sprintf("PATCH /files/%s HTTP/1.1\r\nHost: %s\r\nTus-Resumable: 1.0.0\r\n"+
+		"Content-Type: application/offset+octet-stream\r\nUpload-Offset: 0\r\nContent-Length: %d\r\n\r\n",
+		id, h.srv.Listener.Addr(), n)
+	if _, err := io.WriteString(conn, req); err != nil {
+		t.Fatal(err)
+	}
+	return conn
+}
+
+// received returns the bytes the status API reports for upload id.
+func (h *harness) received(t *testing.T, id string) int {
+	t.Helper()
+	_, m, _ := h.status(t, id)
+	got, _ := m["received"].(float64)
+	return int(got)
 }

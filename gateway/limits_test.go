@@ -6,7 +6,6 @@ import (
 	"encoding/base64"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/netip"
 	"strconv"
@@ -408,19 +407,10 @@ func TestNetworkTimeout(t *testing.T) {
 	id := idOf(u)
 	data := randomData(100)
 
-	conn, err := net.Dial("tcp", h.srv.Listener.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	if err := conn.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
-		t.Fatal(err)
-	}
 	// Announce 1000 bytes, send 100, then go silent (the connection stays open).
-	req := fmt.Sprintf("PATCH /files/%s HTTP/1.1\r\nHost: %s\r\nTus-Resumable: 1.0.0\r\n"+
-		"Content-Type: application/offset+octet-stream\r\nUpload-Offset: 0\r\nContent-Length: 1000\r\n\r\n", id, h.srv.Listener.Addr())
 	start := time.Now()
-	if _, err := conn.Write(append([]byte(req), data...)); err != nil {
+	conn := h.rawPatch(t, id, 1000)
+	if _, err := conn.Write(data); err != nil {
 		t.Fatal(err)
 	}
 	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)

@@ -4,9 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptrace"
 	"strconv"
@@ -38,35 +36,6 @@ func TestFastBodyReadsInBatches(t *testing.T) {
 	}
 }
 
-// rawPatch opens a connection to h and sends the head of a PATCH of upload
-// id from offset 0 announcing n bytes.
-func rawPatch(t *testing.T, h *harness, id string, n int) net.Conn {
-	t.Helper()
-	conn, err := net.Dial("tcp", h.srv.Listener.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	if err := conn.SetDeadline(time.Now().Add(20 * time.Second)); err != nil {
-		t.Fatal(err)
-	}
-	req := fmt.Sprintf("PATCH /files/%s HTTP/1.1\r\nHost: %s\r\nTus-Resumable: 1.0.0\r\n"+
-		"Content-Type: application/offset+octet-stream\r\nUpload-Offset: 0\r\nContent-Length: %d\r\n\r\n",
-		id, h.srv.Listener.Addr(), n)
-	if _, err := io.WriteString(conn, req); err != nil {
-		t.Fatal(err)
-	}
-	return conn
-}
-
-// received returns the bytes the status API reports for upload id.
-func (h *harness) received(t *testing.T, id string) int {
-	t.Helper()
-	_, m, _ := h.status(t, id)
-	got, _ := m["received"].(float64)
-	return int(got)
-}
-
 // The mark never asks for more than what is left of the body: the last
 // bytes of a body, sent after the gateway has read the rest, are read at
 // once (here the stall timer, which would otherwise rescue them, is off).
@@ -76,7 +45,7 @@ func TestBatchedBodyEndIsReadAtOnce(t *testing.T) {
 	fast, tail := randomData(2*MiB), randomData(10<<10)
 	u := h.mustPost(t, int64(len(fast)+len(tail)), nil)
 	id := idOf(u)
-	conn := rawPatch(t, h, id, len(fast)+len(tail))
+	conn := h.rawPatch(t, id, len(fast)+len(tail))
 	if _, err := conn.Write(fast); err != nil {
 		t.Fatal(err)
 	}
@@ -159,7 +128,7 @@ func TestStalledFastBodyKeepsItsBytes(t *testing.T) {
 	data := append(fast, tail...)
 	u := h.mustPost(t, announced, nil)
 	id := idOf(u)
-	conn := rawPatch(t, h, id, announced)
+	conn := h.rawPatch(t, id, announced)
 	if _, err := conn.Write(fast); err != nil {
 		t.Fatal(err)
 	}
