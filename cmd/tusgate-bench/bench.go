@@ -205,6 +205,12 @@ func (b *bench) measure(ctx context.Context, sys string, w workload, m map[strin
 		}
 	}
 
+	if b.cfg.Warm {
+		if err := warmPageCache(b.cfg.WorkDir, w.TotalBytes()); err != nil {
+			return err
+		}
+	}
+
 	// Idle baseline (the heap scrape first, so that its CPU is not counted).
 	heapBefore, heapErr := heapInuse(ctx, b.hc, srv.base)
 	pid := srv.proc.Pid()

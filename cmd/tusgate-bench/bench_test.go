@@ -84,6 +84,17 @@ func TestQuickRun(t *testing.T) {
 		}
 	}
 
+	// The runs' data directories and the page-cache warm-up files are gone.
+	entries, err := os.ReadDir(work)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if e.Name() != filepath.Base(jsonPath) {
+			t.Errorf("left in the work dir: %s", e.Name())
+		}
+	}
+
 	raw, err := os.ReadFile(jsonPath)
 	if err != nil {
 		t.Fatalf("read JSON report: %v", err)

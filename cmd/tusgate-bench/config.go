@@ -86,6 +86,9 @@ type config struct {
 	Output benchkit.Output
 	// RunTimeout bounds one run of one workload on one system.
 	RunTimeout time.Duration
+	// Warm writes and deletes each run's bytes in WorkDir before the run
+	// (warmPageCache), so that every system starts in the same memory state.
+	Warm bool
 }
 
 // listValue is a comma-separated list flag checked against allowed names.
@@ -142,6 +145,7 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 		RedisURL:          "redis://127.0.0.1:6379/14",
 		WorkDir:           os.TempDir(),
 		RunTimeout:        10 * time.Minute,
+		Warm:              true,
 	}
 	var quick bool
 	var tusgateArgs string
@@ -171,6 +175,7 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&cfg.WorkDir, "work-dir", cfg.WorkDir, "directory for the runs' temporary data directories")
 	cfg.Output.RegisterFlags(fs, "text table")
 	fs.DurationVar(&cfg.RunTimeout, "run-timeout", cfg.RunTimeout, "bound on one run of one workload on one system")
+	fs.BoolVar(&cfg.Warm, "warm", cfg.Warm, "before each run, write and delete as many bytes as it sends in --work-dir, so that every system finds memory the VM still backs (false: leave the memory as the previous run left it)")
 	if ok, err := benchkit.ParseFlags(fs, args[1:]); !ok || err != nil {
 		return nil, err
 	}
