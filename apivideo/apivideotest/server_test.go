@@ -51,6 +51,9 @@ func TestVideoRecordsBytesAndAnswer(t *testing.T) {
 		if a.Status != http.StatusCreated || a.VideoID != first.VideoID {
 			t.Fatalf("part %d: got %d %q video %s, want 201 video %s", k, a.Status, a.Title, a.VideoID, first.VideoID)
 		}
+		if v, _ := srv.Video(first.VideoID); k == 3 && !v.CompletedAt.IsZero() {
+			t.Errorf("after part 3 of 3, 2 missing: CompletedAt = %v, want zero", v.CompletedAt)
+		}
 	}
 
 	v, ok := srv.Video(first.VideoID)
@@ -59,6 +62,9 @@ func TestVideoRecordsBytesAndAnswer(t *testing.T) {
 	}
 	if !v.Complete || v.Token != token || v.Title != "holiday.mp4" || v.Form != "part" || v.TotalParts != 3 {
 		t.Errorf("video = %+v, want complete part-form video of 3 parts titled holiday.mp4", v)
+	}
+	if want := t0.Add(2 * time.Minute); !v.CompletedAt.Equal(want) {
+		t.Errorf("CompletedAt = %v, want %v (when part 2, the last missing, was accepted)", v.CompletedAt, want)
 	}
 	var gotOrder []int
 	for i, p := range v.Parts {
@@ -95,6 +101,13 @@ func TestVideoRecordsBytesAndAnswer(t *testing.T) {
 	if r := reqs[1]; r.ContentRange != "part 3/3" || r.Part != 3 || r.VideoID != first.VideoID || r.Token != token ||
 		r.Status != 201 || !r.Accepted || r.Size != sizes[2] || !r.Time.Equal(t0.Add(time.Minute)) {
 		t.Errorf("request 2 = %+v, want the accepted part 3/3 at t0+1m", r)
+	}
+
+	// A part sent again to the complete video does not move CompletedAt.
+	clock.Advance(time.Minute)
+	send(t, srv, chunk{token: token, videoID: first.VideoID, contentRange: "part 2/3", size: sizes[1], seed: 2})
+	if v, _ := srv.Video(first.VideoID); !v.CompletedAt.Equal(t0.Add(2 * time.Minute)) {
+		t.Errorf("a part sent again moved CompletedAt to %v", v.CompletedAt)
 	}
 }
 

@@ -200,6 +200,9 @@ func (s *Server) handleUpload(x *exchange) {
 	v, p := s.acceptLocked(x.at, token, x.r.Header.Get("Content-Range"), body)
 	var out videoJSON
 	if p == nil {
+		if v.complete && v.completedAt.IsZero() {
+			v.completedAt = s.now()
+		}
 		out = v.json()
 		s.requests[x.seq].Accepted = true
 		s.requests[x.seq].AcceptedVideoID = v.id
@@ -449,6 +452,7 @@ type video struct {
 	id, token, title string
 	createdAt        time.Time // first chunk accepted
 	updatedAt        time.Time
+	completedAt      time.Time
 	form             rangeForm
 	totalParts       int   // part form: declared total, 0 while unknown
 	totalBytes       int64 // bytes form
@@ -604,6 +608,10 @@ type VideoInfo struct {
 	Parts []PartInfo
 	// Complete reports whether every chunk up to the last has arrived.
 	Complete bool
+	// CompletedAt is when the chunk that completed the video had been read
+	// in full and accepted, by the server's clock; zero while incomplete.
+	// Unlike the chunks' Time (their arrival), it ends with the last byte.
+	CompletedAt time.Time
 	// Size is the number of bytes received so far.
 	Size int64
 	// SHA256 is the hex SHA-256 of the assembled video, set when Complete
@@ -644,7 +652,7 @@ func (v *video) info() VideoInfo {
 	in := VideoInfo{
 		ID: v.id, Token: v.token, Title: v.title, CreatedAt: v.createdAt, Form: v.form.String(),
 		TotalParts: v.totalParts, TotalBytes: v.totalBytes, Complete: v.complete, Size: v.size,
-		SHA256: v.sum, Assets: assetURLs(v.id),
+		CompletedAt: v.completedAt, SHA256: v.sum, Assets: assetURLs(v.id),
 	}
 	for _, c := range v.chunks {
 		p := PartInfo{Number: c.number, Offset: c.offset, Size: c.size, Time: c.at}

@@ -83,6 +83,9 @@ func serveEmulator(ctx context.Context, args []string, stdout, stderr io.Writer)
 				if v.Complete {
 					st.Complete++
 					st.Bytes += v.Size
+					if v.CompletedAt.After(st.LastComplete) {
+						st.LastComplete = v.CompletedAt
+					}
 				}
 			}
 			mu.Lock()
@@ -102,6 +105,9 @@ type emulatorState struct {
 	Bytes int64 `json:"bytes"`
 	// FirstUpload is when the first POST /upload arrived (zero: none yet).
 	FirstUpload time.Time `json:"firstUpload"`
+	// LastComplete is when the last complete video received its last byte
+	// (zero: none complete yet).
+	LastComplete time.Time `json:"lastComplete"`
 }
 
 // emulatorStateOf reads the emulator's progress.
