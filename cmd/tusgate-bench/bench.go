@@ -218,6 +218,7 @@ func (b *bench) measure(ctx context.Context, sys string, w workload, m map[strin
 	if err != nil {
 		return err
 	}
+	reportedBefore, reportedOK := readReportedKiB(reportedKiBFile)
 	clientBefore := benchkit.SelfCPU()
 	var emuBefore benchkit.ProcStats
 	if emu != nil {
@@ -276,6 +277,12 @@ func (b *bench) measure(ctx context.Context, sys string, w workload, m map[strin
 		mibs := float64(w.TotalBytes()) / mib
 		m[mRedisCmds] = float64(cmds) / mibs
 		m[mRedisServerCmds] = float64(serverCmds-serverCmdsBefore) / mibs
+	}
+
+	if reportedOK {
+		if reported, ok := readReportedKiB(reportedKiBFile); ok {
+			m[mVMReclaimed] = float64(reported-reportedBefore) / 1024
+		}
 	}
 
 	total := float64(w.TotalBytes())

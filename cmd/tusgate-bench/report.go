@@ -22,6 +22,7 @@ const (
 	mRSSPerUpload  = "rss_per_upload_kib"
 	mHeapPerUpload = "heap_per_upload_kib"
 	mRedisCmds     = "redis_cmds_per_mib"
+	mVMReclaimed   = "vm_reclaimed_mib"
 
 	mBytes           = "bytes"
 	mIngestS         = "ingest_s"
@@ -50,6 +51,7 @@ var tableColumns = []struct{ key, head string }{
 	{mRSSPerUpload, "RSS/upload KiB"},
 	{mHeapPerUpload, "heap/upload KiB"},
 	{mRedisCmds, "Redis cmds/MiB"},
+	{mVMReclaimed, "VM reclaimed MiB"},
 }
 
 // legend explains the table's columns.
@@ -63,7 +65,9 @@ peak RSS MiB     VmHWM of the server process (a fresh process per run)
 RSS/upload KiB   (highest VmRSS while every slow upload is open − idle VmRSS) / uploads
 heap/upload KiB  (highest go_memstats_heap_inuse_bytes while open − idle) / uploads
 Redis cmds/MiB   commands tusgate sent to Redis (counted by a proxy in front of it, the benchmark's own
-                 status reads removed) / MiB uploaded; the JSON also has the server-wide INFO figure`
+                 status reads removed) / MiB uploaded; the JSON also has the server-wide INFO figure
+VM reclaimed MiB free memory the VM handed back to its host during the run (free page reporting; n/a where the
+                 kernel does not count it); page-cache writes into it cost a host fault per page afterwards`
 
 // summaryRow is the spread of every figure of one workload on one system.
 type summaryRow struct {

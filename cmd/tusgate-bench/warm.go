@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
+	"strings"
 )
 
 // warmChunk is the write size of warmPageCache.
@@ -54,4 +56,29 @@ func writeZeros(w io.Writer, n int64) error {
 		left -= int64(k)
 	}
 	return nil
+}
+
+// reportedKiBFile is where a kernel with free page reporting (here, the
+// Firecracker guest kernel's page_reporting module) counts the KiB of free
+// memory it has handed back to the host.
+const reportedKiBFile = "/sys/module/page_reporting/parameters/reported_kib"
+
+// readReportedKiB reads a reported_kib counter; ok is false where there is
+// none (no free page reporting, or not this kernel's variant of it).
+//
+// The benchmark records how much the counter grew during each run: on this
+// project's machine a run in which the VM handed back about a gigabyte was
+// a run whose page-cache writes cost several times their usual CPU, which
+// warmPageCache cannot prevent when the run itself frees memory (tusgate
+// removes each upload's file once it is delivered, plain tusd keeps it).
+func readReportedKiB(path string) (kib int64, ok bool) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(string(raw)), 10, 64)
+	if err != nil || n < 0 {
+		return 0, false
+	}
+	return n, true
 }

@@ -50,3 +50,29 @@ func TestWarmPageCacheMissingDir(t *testing.T) {
 		t.Fatalf("got %v, want an error about warming the page cache", err)
 	}
 }
+
+func TestReadReportedKiB(t *testing.T) {
+	dir := t.TempDir()
+	for _, c := range []struct {
+		content string
+		want    int64
+		ok      bool
+	}{
+		{"19111760\n", 19111760, true},
+		{"0", 0, true},
+		{"lots\n", 0, false},
+		{"-5\n", 0, false},
+	} {
+		path := filepath.Join(dir, "reported_kib")
+		if err := os.WriteFile(path, []byte(c.content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		got, ok := readReportedKiB(path)
+		if got != c.want || ok != c.ok {
+			t.Errorf("readReportedKiB(%q) = %d, %v; want %d, %v", c.content, got, ok, c.want, c.ok)
+		}
+	}
+	if _, ok := readReportedKiB(filepath.Join(dir, "missing")); ok {
+		t.Error("a missing counter reads as present")
+	}
+}
