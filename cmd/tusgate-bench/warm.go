@@ -15,9 +15,10 @@ const warmChunk = 1 << 20
 // the page-cache writes of the run that follows find memory the machine
 // still backs.
 //
-// On a VM with free page reporting (virtio-balloon), memory the guest has
-// kept free for about two seconds is handed back to the host, and touching
-// it again costs a host fault per page: on this project's machine a 1 GiB
+// On a VM with free page reporting (virtio-balloon), free guest memory is
+// handed back to the host (on this project's machine with min_free_ms=0,
+// i.e. as soon as a reporting pass finds it), and touching it again costs a
+// host fault per page: on this project's machine a 1 GiB
 // write into the page cache took 1.4–2.4 s of system time after a 3 s pause
 // and 0.17 s right after another 1 GiB file was deleted. Which state a run
 // started in depended on how long the previous run's teardown and this
@@ -66,11 +67,11 @@ const reportedKiBFile = "/sys/module/page_reporting/parameters/reported_kib"
 // readReportedKiB reads a reported_kib counter; ok is false where there is
 // none (no free page reporting, or not this kernel's variant of it).
 //
-// The benchmark records how much the counter grew during each run: on this
-// project's machine a run in which the VM handed back about a gigabyte was
-// a run whose page-cache writes cost several times their usual CPU, which
-// warmPageCache cannot prevent when the run itself frees memory (tusgate
-// removes each upload's file once it is delivered, plain tusd keeps it).
+// The benchmark records how much the counter grew during each run. It says
+// that the host took memory back, not when: on this project's machine the
+// slow runs had 0.5-1.3 GiB reported, but so had some fast ones, whose
+// reporting pass came after their writes. warmPageCache cannot prevent a
+// pass during the run itself.
 func readReportedKiB(path string) (kib int64, ok bool) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
