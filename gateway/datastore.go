@@ -553,16 +553,8 @@ type countingReader struct {
 // Read implements io.Reader. When the bytes written complete a part it
 // records them first; if that fails it takes no more bytes.
 func (c *countingReader) Read(p []byte) (int, error) {
-	if c.stop != nil {
-		return 0, c.stop
-	}
-	durable := c.base + c.read
-	c.lu.offset.Store(durable)
-	if c.lu.boundaryPending(durable, c.size, c.deferred) {
-		if err := c.u.record(c.ctx, c.lu, durable, false); err != nil {
-			c.stop = err
-			return 0, err
-		}
+	if err := c.settle(); err != nil {
+		return 0, err
 	}
 	if c.batching {
 		c.lw.arm(c.bodyLen - c.read)
@@ -575,11 +567,30 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// settle publishes the bytes read so far as written (they are: the
+// caller wrote them before asking for more) and records them in the state
+// store when they complete a part.
+func (c *countingReader) settle() error {
+	if c.stop != nil {
+		return c.stop
+	}
+	durable := c.base + c.read
+	c.lu.offset.Store(durable)
+	if c.lu.boundaryPending(durable, c.size, c.deferred) {
+		if err := c.u.record(c.ctx, c.lu, durable, false); err != nil {
+			c.stop = err
+			return err
+		}
+	}
+	return nil
+}
+
 // Copy buffer sizes of countingReader.WriteTo.
 const (
-	// smallCopyBuf is what a stream starts with and what a slow or idle
-	// client keeps: 8 KiB per open upload (a slow client's reads bring
-	// less than that anyway).
+	// smallCopyBuf is what a stream starts with and what a slow client
+	// reads into (a slow client's reads bring less than that anyway).
+	// Both sizes are pooled: a slow or idle client holds neither while it
+	// waits for its next bytes (see WriteTo).
 	smallCopyBuf = 8 << 10
 	largeCopyBuf = 1 << 20
 	// shrinkAfter consecutive reads of fewer than shrinkBelow bytes into
@@ -596,34 +607,71 @@ const (
 
 // largeBuf returns a large copy buffer from the gateway's pool.
 func (g *Gateway) largeBuf() *[largeCopyBuf]byte {
+	g.bufsHeld.Add(1)
 	if b, ok := g.copyBufs.Get().(*[largeCopyBuf]byte); ok {
 		return b
 	}
 	return new([largeCopyBuf]byte)
 }
 
+// putLargeBuf gives a large copy buffer back to the pool.
+func (g *Gateway) putLargeBuf(b *[largeCopyBuf]byte) {
+	g.bufsHeld.Add(-1)
+	g.copyBufs.Put(b)
+}
+
+// smallBuf returns a small copy buffer from the gateway's pool.
+func (g *Gateway) smallBuf() *[smallCopyBuf]byte {
+	g.bufsHeld.Add(1)
+	if b, ok := g.smallBufs.Get().(*[smallCopyBuf]byte); ok {
+		return b
+	}
+	return new([smallCopyBuf]byte)
+}
+
+// putSmallBuf gives a small copy buffer back to the pool.
+func (g *Gateway) putSmallBuf(b *[smallCopyBuf]byte) {
+	g.bufsHeld.Add(-1)
+	g.smallBufs.Put(b)
+}
+
 // WriteTo implements io.WriterTo, which the filestore's io.Copy prefers to
 // its own 32 KiB buffer. A stream starts with an 8 KiB buffer and switches
 // to a pooled 1 MiB one once full reads bring growAfter bytes within
 // growWithin (a fast client: fewer, larger file writes); it gives the large
-// buffer back once shrinkAfter reads in a row come in small (a slow or idle
-// client keeps only the small one, less than the 32 KiB plain tusd holds). Every Read
+// buffer back once shrinkAfter reads in a row come in small. Every Read
 // goes through c.Read, so part boundaries are recorded as before. While it
 // holds the large buffer it also batches the socket's reads (lowwater.go);
 // a batched read that stalls at the smallest batch gives the large buffer
 // back at once.
+//
+// A slow client holds no buffer between its bytes: after each read into
+// the small buffer, while more of the body is to come, the buffer goes back
+// to the pool and the request waits for the socket to become readable
+// (lowWater.waitReadable, at once if bytes are waiting) before it takes one
+// again. With a thousand clients sending 64 KiB/s that is a
+// handful of buffers instead of a thousand. Only requests with a known
+// length over a plain TCP connection (c.lw set) wait this way. There, after
+// the first read, no byte of the body is left in the HTTP server's 4 KiB
+// read buffer (the first read empties it, and reads of 8 KiB bypass it), so
+// the socket says when the next one comes; the first read also sends a
+// client that asked for it its "100 Continue".
 func (c *countingReader) WriteTo(w io.Writer) (int64, error) {
-	small := make([]byte, smallCopyBuf)
+	g := c.u.g
+	small := g.smallBuf()
 	var large *[largeCopyBuf]byte
 	defer func() {
+		if small != nil {
+			g.putSmallBuf(small)
+		}
 		if large != nil {
-			c.u.g.copyBufs.Put(large)
+			g.putLargeBuf(large)
 		}
 		if c.lw != nil {
 			c.lw.off()
 		}
 	}()
-	buf := small
+	buf := small[:]
 	var total int64
 	// burst counts the bytes of consecutive full small reads since
 	// burstStart.
@@ -650,12 +698,12 @@ func (c *countingReader) WriteTo(w io.Writer) (int64, error) {
 		}
 		switch {
 		case large == nil && n == len(small):
-			now := c.u.g.cfg.Now()
+			now := g.cfg.Now()
 			if burst == 0 || now.Sub(burstStart) > growWithin {
 				burst, burstStart = 0, now
 			}
 			if burst += n; burst >= growAfter {
-				large = c.u.g.largeBuf()
+				large = g.largeBuf()
 				buf = large[:]
 				c.batching = c.lw != nil
 			}
@@ -666,8 +714,8 @@ func (c *countingReader) WriteTo(w io.Writer) (int64, error) {
 			fallthrough
 		case n < shrinkBelow:
 			if short++; short >= shrinkAfter {
-				c.u.g.copyBufs.Put(large)
-				large, buf, burst, short = nil, small, 0, 0
+				g.putLargeBuf(large)
+				large, buf, burst, short = nil, small[:], 0, 0
 				if c.batching {
 					c.batching = false
 					c.lw.off()
@@ -675,6 +723,20 @@ func (c *countingReader) WriteTo(w io.Writer) (int64, error) {
 			}
 		default:
 			short = 0
+		}
+		if large == nil && n > 0 && c.lw != nil && c.read < c.bodyLen {
+			// Wait for the next bytes without a buffer (at once if
+			// they are there already), once the bytes written are
+			// published and a part they complete is recorded: a
+			// client that pauses must not hold those back.
+			if err := c.settle(); err != nil {
+				return total, err
+			}
+			g.putSmallBuf(small)
+			small = nil
+			c.lw.waitReadable()
+			small = g.smallBuf()
+			buf = small[:]
 		}
 	}
 }

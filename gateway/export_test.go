@@ -15,3 +15,6 @@ func LowWaterStats(g *Gateway) (raised, stalls int64) {
 // StallAfter sets how long a batched body read waits before the stall
 // timer lowers its socket's mark.
 func StallAfter(c *Config, d time.Duration) { c.stallAfter = d }
+
+// BuffersHeld reports how many copy buffers PATCH bodies hold now.
+func BuffersHeld(g *Gateway) int64 { return g.bufsHeld.Load() }

@@ -45,6 +45,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -357,8 +358,12 @@ type Gateway struct {
 	// releases orders lock release requests after WriteChunk starts (a
 	// tusd data race; see releasegate.go).
 	releases *releaseGate
-	// copyBufs recycles the 1 MiB copy buffers of fast PATCH streams.
-	copyBufs sync.Pool
+	// copyBufs recycles the 1 MiB copy buffers of fast PATCH streams,
+	// smallBufs the 8 KiB ones of the others; bufsHeld counts the buffers
+	// of both sizes that requests hold.
+	copyBufs  sync.Pool
+	smallBufs sync.Pool
+	bufsHeld  atomic.Int64
 	// lowWater counts what fast streams' socket low-water marks did.
 	lowWater lowWaterStats
 	cors     *handler.CorsConfig

@@ -106,10 +106,40 @@ type lowWater struct {
 	// broken is set when the socket refused the option: the request stays
 	// unbatched.
 	broken bool
+
+	// readableFn is l.readable, made once (waitReadable runs per read of a
+	// slow client); woken says the wait was woken by the poller.
+	readableFn func(fd uintptr) bool
+	woken      bool
 }
 
 func newLowWater(rc syscall.RawConn, stats *lowWaterStats, stallAfter time.Duration) *lowWater {
-	return &lowWater{rc: rc, stats: stats, stallAfter: stallAfter, cur: 1, mark: lowWaterMark}
+	l := &lowWater{rc: rc, stats: stats, stallAfter: stallAfter, cur: 1, mark: lowWaterMark}
+	l.readableFn = l.readable
+	return l
+}
+
+// waitReadable returns once the socket has bytes to read, has reached its
+// end or failed, or the read deadline passed (tusd's network timeout, or
+// tusd ending the request early): in every case the next read says which.
+// It is called only by the reading goroutine, and holds no buffer while it
+// waits.
+func (l *lowWater) waitReadable() {
+	l.woken = false
+	// An error (closed connection, deadline) is left to the next read.
+	_ = l.rc.Read(l.readableFn)
+}
+
+// readable is the syscall.RawConn.Read callback of waitReadable. Its
+// first call checks the socket, since the poller only reports bytes that
+// arrive after the wait began; false makes the runtime wait for the
+// poller, which calls it again.
+func (l *lowWater) readable(fd uintptr) bool {
+	if l.woken {
+		return true
+	}
+	l.woken = true
+	return socketReadable(fd)
 }
 
 // arm raises the mark for the next read of a body with remaining bytes

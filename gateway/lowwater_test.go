@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptrace"
 	"strconv"
@@ -158,5 +160,120 @@ func TestStalledFastBodyKeepsItsBytes(t *testing.T) {
 	hresp, _ := h.do(t, http.MethodHead, u, tusHeader, nil)
 	if got := hresp.Header.Get("Upload-Offset"); got != strconv.Itoa(len(data)) {
 		t.Errorf("HEAD Upload-Offset: got %q, want %d", got, len(data))
+	}
+}
+
+// rawRequest sends a PATCH's request line and headers (extra ones
+// included) followed by the first bytes of its body in one write, as a
+// client whose first packet carries both.
+func (h *harness) rawRequest(t *testing.T, id string, n int, extra string, first []byte) net.Conn {
+	t.Helper()
+	conn, err := net.Dial("tcp", h.srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	if err := conn.SetDeadline(time.Now().Add(20 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	req := fmt.Sprintf("PATCH /files/%s HTTP/1.1\r\nHost: %s\r\nTus-Resumable: 1.0.0\r\n"+
+		"Content-Type: application/offset+octet-stream\r\nUpload-Offset: 0\r\nContent-Length: %d\r\n%s\r\n",
+		id, h.srv.Listener.Addr(), n, extra)
+	if _, err := conn.Write(append([]byte(req), first...)); err != nil {
+		t.Fatal(err)
+	}
+	return conn
+}
+
+// readPatchResponse reads the response to a raw PATCH and checks it is 204.
+func readPatchResponse(t *testing.T, br *bufio.Reader) {
+	t.Helper()
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("read the response to the PATCH: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("PATCH: got %d %q, want 204", resp.StatusCode, body)
+	}
+}
+
+// A client that pauses in the middle of its body holds no copy buffer
+// while it pauses, and its bytes all arrive once it goes on: the first
+// bytes come with the request's headers (so the HTTP server's read buffer
+// holds them), the next ones after the gateway has taken those, and the
+// last ones after the buffer has been given back.
+func TestPausedBodyHoldsNoBuffer(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, nil)
+	data := randomData(300 << 10)
+	u := h.mustPost(t, int64(len(data)), nil)
+	id := idOf(u)
+	a, b := 1000, 20<<10
+	conn := h.rawRequest(t, id, len(data), "", data[:a])
+	waitFor(t, "the gateway to take the bytes sent with the headers", func() bool { return h.received(t, id) == a })
+	if _, err := conn.Write(data[a:b]); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the gateway to take the next bytes", func() bool { return h.received(t, id) == b })
+	waitFor(t, "the paused PATCH to give its copy buffer back", func() bool { return gateway.BuffersHeld(h.gw) == 0 })
+	if _, err := conn.Write(data[b:]); err != nil {
+		t.Fatal(err)
+	}
+	readPatchResponse(t, bufio.NewReader(conn))
+	if got := h.readAll(t, id, int64(len(data))); !bytes.Equal(got, data) {
+		t.Error("data file: got other bytes than those sent")
+	}
+	if got := gateway.BuffersHeld(h.gw); got != 0 {
+		t.Errorf("after the PATCH: %d copy buffers still held", got)
+	}
+}
+
+// A client that asks for "100 Continue" sends nothing before it gets it:
+// the gateway reads (and so answers) before it ever waits on the socket.
+func TestExpectContinueBodyIsRead(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, nil)
+	data := randomData(50 << 10)
+	u := h.mustPost(t, int64(len(data)), nil)
+	id := idOf(u)
+	conn := h.rawRequest(t, id, len(data), "Expect: 100-continue\r\n", nil)
+	br := bufio.NewReader(conn)
+	line, err := br.ReadString('\n')
+	if err != nil {
+		t.Fatalf("wait for 100 Continue: %v", err)
+	}
+	if !strings.HasPrefix(line, "HTTP/1.1 100") {
+		t.Fatalf("first response line: got %q, want HTTP/1.1 100 Continue", line)
+	}
+	if _, err := br.ReadString('\n'); err != nil { // the blank line after it
+		t.Fatal(err)
+	}
+	if _, err := conn.Write(data[:4000]); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the gateway to take the first bytes", func() bool { return h.received(t, id) == 4000 })
+	if _, err := conn.Write(data[4000:]); err != nil {
+		t.Fatal(err)
+	}
+	readPatchResponse(t, br)
+	if got := h.readAll(t, id, int64(len(data))); !bytes.Equal(got, data) {
+		t.Error("data file: got other bytes than those sent")
+	}
+}
+
+// A body sent whole with its headers is answered at once: nothing waits
+// on the socket once the body is read.
+func TestBodyWithHeadersIsAnsweredAtOnce(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, nil)
+	data := randomData(3000)
+	u := h.mustPost(t, int64(len(data)), nil)
+	id := idOf(u)
+	conn := h.rawRequest(t, id, len(data), "", data)
+	readPatchResponse(t, bufio.NewReader(conn))
+	if got := h.readAll(t, id, int64(len(data))); !bytes.Equal(got, data) {
+		t.Error("data file: got other bytes than those sent")
 	}
 }
