@@ -9,6 +9,7 @@ package tuslog
 import (
 	"context"
 	"runtime"
+	"slices"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -31,6 +32,12 @@ type Handler struct {
 	// turned into zap namespaces only when an attribute arrives, so an empty
 	// group never shows.
 	groups []string
+	// pre holds the fields of WithAttrs (namespaces included), written
+	// ahead of each record's own. They are kept here rather than given to
+	// core.With, which encodes them at once: tusd adds attributes to its
+	// logger on every request, and at the usual levels none of its
+	// per-request records is written.
+	pre []zapcore.Field
 }
 
 var _ slog.Handler = (*Handler)(nil)
@@ -86,13 +93,15 @@ func (h *Handler) Handle(_ context.Context, r slog.Record) error {
 		ce.Caller = zapcore.NewEntryCaller(f.PC, f.File, f.Line, true)
 		ce.Caller.Function = f.Function
 	}
-	fields := make([]zapcore.Field, 0, r.NumAttrs())
+	fields := make([]zapcore.Field, 0, len(h.pre)+len(h.groups)+r.NumAttrs())
+	fields = append(fields, h.pre...)
+	own := len(fields)
 	r.Attrs(func(a slog.Attr) bool {
 		fields = appendAttr(fields, a)
 		return true
 	})
-	if len(fields) > 0 && len(h.groups) > 0 {
-		fields = append(namespaces(h.groups), fields...)
+	if len(fields) > own && len(h.groups) > 0 {
+		fields = slices.Insert(fields, own, namespaces(h.groups)...)
 	}
 	ce.Write(fields...)
 	return nil
@@ -108,7 +117,7 @@ func (h *Handler) WithAttrs(attrs []slog.Attr) slog.Handler {
 		return h
 	}
 	c := *h
-	c.core = h.core.With(append(namespaces(h.groups), fields...))
+	c.pre = slices.Concat(h.pre, namespaces(h.groups), fields)
 	c.groups = nil
 	return &c
 }

@@ -1,7 +1,10 @@
 package tuslog_test
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
+	"reflect"
 	"testing"
 
 	"go.uber.org/zap"
@@ -168,5 +171,56 @@ func TestNameAndEmptyGroup(t *testing.T) {
 	g, ok := m["g"].(map[string]any)
 	if !ok || g["n"] != int64(1) {
 		t.Errorf("group g: got %#v, want map with n=1", m["g"])
+	}
+}
+
+// withCounter counts the calls to its core's With.
+type withCounter struct {
+	zapcore.Core
+	calls *int
+}
+
+func (c withCounter) With(fs []zapcore.Field) zapcore.Core {
+	*c.calls++
+	return withCounter{c.Core.With(fs), c.calls}
+}
+
+func (c withCounter) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
+	if c.Enabled(e.Level) {
+		return ce.AddCore(e, c)
+	}
+	return ce
+}
+
+// Attributes added with With cost nothing until a record is written (tusd
+// adds some to its logger on every request, and at the usual levels writes
+// none of that request's records), and then come out as before: ahead of
+// the record's own, in their groups.
+func TestWithAttrsIsLazy(t *testing.T) {
+	var buf bytes.Buffer
+	enc := zapcore.NewJSONEncoder(zapcore.EncoderConfig{MessageKey: "msg"})
+	calls := 0
+	core := withCounter{zapcore.NewCore(enc, zapcore.AddSync(&buf), zapcore.InfoLevel), &calls}
+	l := tuslog.NewLogger(zap.New(core))
+
+	req := l.With("method", "PATCH", "path", "/files/x").WithGroup("upload").With("id", "x")
+	req.Debug("not written", "n", 1)
+	if buf.Len() != 0 {
+		t.Fatalf("a Debug record was written at Info: %s", buf.String())
+	}
+	req.Info("written", "offset", 5)
+	if calls != 0 {
+		t.Errorf("zap core With called %d times, want 0 (attributes encoded before any record needs them)", calls)
+	}
+	var got map[string]any
+	if err := json.Unmarshal(buf.Bytes(), &got); err != nil {
+		t.Fatalf("output %q: %v", buf.String(), err)
+	}
+	want := map[string]any{
+		"msg": "written", "method": "PATCH", "path": "/files/x",
+		"upload": map[string]any{"id": "x", "offset": float64(5)},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("record: got %v, want %v", got, want)
 	}
 }
