@@ -37,6 +37,13 @@ type Source interface {
 	OpenRange(ctx context.Context, id string, offset, length int64) (io.ReadCloser, error)
 }
 
+// Discarder is a Source that can free the bytes of a part api.video has
+// accepted before the whole upload is delivered (the disk store punches a
+// hole). The forwarder never reads a delivered part again.
+type Discarder interface {
+	Discard(ctx context.Context, id string, offset, length int64) error
+}
+
 // Uploader sends one part to api.video.
 type Uploader interface {
 	UploadPart(ctx context.Context, req apivideo.PartRequest) (*apivideo.Video, error)

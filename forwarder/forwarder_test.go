@@ -2,14 +2,17 @@ package forwarder_test
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -32,21 +35,25 @@ const MiB = 1 << 20
 var plan5 = store.Plan{FirstPartSize: 5 * MiB, PartSize: 5 * MiB}
 
 // memSource serves uploads' bytes from memory, refusing ranges past what
-// the test says has been received.
+// the test says has been received. It implements forwarder.Discarder by
+// zeroing the range, so that a part read again after it was discarded
+// would change the video's checksum.
 type memSource struct {
-	mu       sync.Mutex
-	data     map[string][]byte
-	received map[string]int64
+	mu         sync.Mutex
+	data       map[string][]byte
+	received   map[string]int64
+	discarded  map[string][][2]int64
+	discardErr error // when set, Discard fails with it and keeps the bytes
 }
 
 func newMemSource() *memSource {
-	return &memSource{data: map[string][]byte{}, received: map[string]int64{}}
+	return &memSource{data: map[string][]byte{}, received: map[string]int64{}, discarded: map[string][][2]int64{}}
 }
 
 func (m *memSource) put(id string, b []byte, received int64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.data[id], m.received[id] = b, received
+	m.data[id], m.received[id] = bytes.Clone(b), received
 }
 
 func (m *memSource) OpenRange(_ context.Context, id string, off, n int64) (io.ReadCloser, error) {
@@ -56,6 +63,30 @@ func (m *memSource) OpenRange(_ context.Context, id string, off, n int64) (io.Re
 		return nil, fmt.Errorf("range [%d,%d) of %s not received (have %d)", off, off+n, id, m.received[id])
 	}
 	return io.NopCloser(bytes.NewReader(m.data[id][off : off+n])), nil
+}
+
+func (m *memSource) Discard(_ context.Context, id string, off, n int64) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.discardErr != nil {
+		return m.discardErr
+	}
+	if off+n > m.received[id] {
+		return fmt.Errorf("discard [%d,%d) of %s: not received (have %d)", off, off+n, id, m.received[id])
+	}
+	clear(m.data[id][off : off+n])
+	m.discarded[id] = append(m.discarded[id], [2]int64{off, off + n})
+	return nil
+}
+
+// discardedRanges returns the ranges of upload id discarded so far, in
+// offset order.
+func (m *memSource) discardedRanges(id string) [][2]int64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	r := slices.Clone(m.discarded[id])
+	slices.SortFunc(r, func(a, b [2]int64) int { return cmp.Compare(a[0], b[0]) })
+	return r
 }
 
 type env struct {
@@ -257,6 +288,65 @@ func TestDeliversEveryPartOnce(t *testing.T) {
 		if got := r.Header.Get("AV-Origin-Client"); got == "" {
 			t.Errorf("part %d: no AV-Origin-Client header", r.Part)
 		}
+	}
+}
+
+func TestDiscardsDeliveredPartsButTheLast(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	e := newEnv(t, forwarder.Config{Registerer: reg})
+	tok := e.emu.CreateToken(0)
+	data := randomBytes(21, 12*MiB+123)
+	e.addUpload("up1", tok, data, 7*MiB, nil)
+
+	// Part 1 is freed once api.video has it, while the client still sends.
+	waitFor(t, "part 1 discarded", func() bool { return len(e.src.discardedRanges("up1")) == 1 })
+	if got := e.src.discardedRanges("up1"); got[0] != [2]int64{0, 5 * MiB} {
+		t.Fatalf("discarded %v, want [0, 5 MiB)", got)
+	}
+	e.receive("up1", int64(len(data)), true, 0)
+	e.waitUpload("up1", "delivered", delivered)
+
+	// Parts 2 and 3 go in parallel: whichever completes the upload is not
+	// discarded (its bytes go with the upload's files), the other is.
+	parts := map[[2]int64]bool{{0, 5 * MiB}: true, {5 * MiB, 10 * MiB}: true, {10 * MiB, int64(len(data))}: true}
+	got := e.src.discardedRanges("up1")
+	var sum int64
+	for _, r := range got {
+		if !parts[r] {
+			t.Errorf("discarded %v: not one whole part, or twice", r)
+		}
+		delete(parts, r)
+		sum += r[1] - r[0]
+	}
+	if len(got) != 2 {
+		t.Errorf("discarded %v, want every part but the one that completed the upload", got)
+	}
+	// Discard zeroes what it frees: a part read again would change the video.
+	if v := e.onlyVideo(tok); !v.Complete || v.SHA256 != sha(data) {
+		t.Errorf("video: complete %v sha %s, want complete with sha %s", v.Complete, v.SHA256, sha(data))
+	}
+	if got := metricValue(t, reg, "tusgate_discarded_bytes_total"); got != float64(sum) {
+		t.Errorf("tusgate_discarded_bytes_total = %v, want %d", got, sum)
+	}
+}
+
+func TestDiscardFailureKeepsTheBytesAndDelivers(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	e := newEnv(t, forwarder.Config{Registerer: reg})
+	e.src.discardErr = fmt.Errorf("punch hole: %w", errors.ErrUnsupported)
+	tok := e.emu.CreateToken(0)
+	data := randomBytes(22, 12*MiB)
+	e.addUpload("up1", tok, data, int64(len(data)), nil)
+
+	u := e.waitUpload("up1", "delivered", delivered)
+	if v := e.onlyVideo(tok); !v.Complete || v.SHA256 != sha(data) || u.VideoID != v.ID {
+		t.Errorf("video %s: complete %v sha %s, want complete with sha %s as the record's %s", v.ID, v.Complete, v.SHA256, sha(data), u.VideoID)
+	}
+	if got := e.src.discardedRanges("up1"); len(got) != 0 {
+		t.Errorf("discarded %v, want nothing", got)
+	}
+	if got := metricValue(t, reg, "tusgate_discarded_bytes_total"); got != 0 {
+		t.Errorf("tusgate_discarded_bytes_total = %v, want 0", got)
 	}
 }
 

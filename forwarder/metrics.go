@@ -19,6 +19,7 @@ type metrics struct {
 	inFlight       prometheus.Gauge
 	delivered      prometheus.Counter
 	deliveredBytes prometheus.Counter
+	discardedBytes prometheus.Counter
 	failures       *prometheus.CounterVec
 	tokensMinted   prometheus.Counter
 	partDuration   *prometheus.HistogramVec
@@ -52,6 +53,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "tusgate_delivered_bytes_total",
 			Help: "Bytes api.video accepted.",
 		}),
+		discardedBytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tusgate_discarded_bytes_total",
+			Help: "Delivered bytes freed from the data store before their upload was complete (disk store: hole punched).",
+		}),
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tusgate_part_failures_total",
 			Help: "Failed part sends, by kind (transient: retried; permanent: the upload failed).",
@@ -72,7 +77,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.deadlineMargin, m.deadlineMisses, m.queueDepth, m.inFlight,
-			m.delivered, m.deliveredBytes, m.failures, m.tokensMinted, m.partDuration, m.responses)
+			m.delivered, m.deliveredBytes, m.discardedBytes, m.failures, m.tokensMinted, m.partDuration, m.responses)
 	}
 	return m
 }

@@ -242,12 +242,32 @@ func (f *Forwarder) deliver(ctx context.Context, log *zap.Logger, u *store.Uploa
 	if k == 1 {
 		f.m.firstPartAccepted(saved.TokenDeadline, now)
 	}
+	if saved.State != store.StateDelivered {
+		f.discard(ctx, log, saved.ID, start, end)
+	}
 	if saved.State == store.StateDelivered {
 		log.Info("upload delivered", zap.String("videoId", saved.VideoID), zap.Int("parts", len(saved.Delivered)))
 		if f.cfg.Changed != nil {
 			f.cfg.Changed(saved.ID)
 		}
 	}
+}
+
+// discard frees a delivered part's bytes in the data store, where it can,
+// so that an upload holds disk and page cache only for what is still to be
+// sent. The last part's bytes go with the upload's files.
+func (f *Forwarder) discard(ctx context.Context, log *zap.Logger, id string, start, end int64) {
+	d, ok := f.src.(Discarder)
+	if !ok {
+		return
+	}
+	if err := d.Discard(ctx, id, start, end-start); err != nil {
+		// Not worth a warning per part: the bytes stay until the upload's
+		// files are removed, as on a store without Discard.
+		log.Debug("free delivered bytes", zap.Error(err))
+		return
+	}
+	f.m.discardedBytes.Add(float64(end - start))
 }
 
 // transient handles a failure worth retrying: back off, or fail the upload

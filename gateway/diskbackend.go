@@ -123,6 +123,41 @@ func (d *diskBackend) LastWrite(_ context.Context, id string) (time.Time, error)
 	return fi.ModTime(), nil
 }
 
+// Discard frees the disk blocks and page cache of a range api.video has
+// accepted, while the rest of the upload is still being received or sent:
+// the file keeps its size (tusd's offset), the range reads as zeros, and a
+// multi-gigabyte upload holds disk and memory only for the bytes not yet
+// delivered. The file's modification time is kept, since LastWrite reports
+// it as the client's last write (a write racing the Discard may see its
+// time moved back by the Discard's few microseconds). A file system without hole punching
+// gives an error wrapping errors.ErrUnsupported or EOPNOTSUPP; nothing is
+// lost then, the bytes stay until the upload's files are removed.
+func (d *diskBackend) Discard(_ context.Context, id string, offset, length int64) error {
+	if offset < 0 || length <= 0 {
+		return fmt.Errorf("discard upload %s range [%d, +%d): offset must be at least 0 and length above 0", id, offset, length)
+	}
+	path := d.binPath(id)
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return diskErr(id, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return diskErr(id, err)
+	}
+	if offset+length > fi.Size() {
+		return fmt.Errorf("discard upload %s range [%d, %d): %d bytes received: %w", id, offset, offset+length, fi.Size(), ErrNotReceived)
+	}
+	if err := punchHole(f, offset, length); err != nil {
+		return fmt.Errorf("discard upload %s range [%d, %d): %w", id, offset, offset+length, err)
+	}
+	if err := os.Chtimes(path, time.Time{}, fi.ModTime()); err != nil {
+		return fmt.Errorf("discard upload %s: keep its modification time: %w", id, err)
+	}
+	return nil
+}
+
 // Remove implements Backend: it removes the data and .info files directly,
 // whatever state they are in (tusd may not be able to open them).
 func (d *diskBackend) Remove(_ context.Context, id string) error {

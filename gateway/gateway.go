@@ -464,8 +464,19 @@ func New(cfg Config, st store.Store, n Notifier) (*Gateway, error) {
 // set, GET /metrics.
 func (g *Gateway) Handler() http.Handler { return g.handler }
 
-// Source returns read access to received bytes, for the forwarder.
-func (g *Gateway) Source() Backend { return g.be }
+// Source returns read access to received bytes, for the forwarder. The
+// disk store also frees the bytes of delivered parts (Discard) unless
+// Config.KeepDelivered asks for every byte to stay.
+func (g *Gateway) Source() Backend {
+	if g.cfg.KeepDelivered {
+		return keepBytes{g.be}
+	}
+	return g.be
+}
+
+// keepBytes is a Backend with only Backend's methods: the forwarder finds
+// no Discard on it.
+type keepBytes struct{ Backend }
 
 // MaxSize returns the largest upload accepted, in bytes: Config.MaxSize
 // capped at what 10,000 parts of the plan hold.

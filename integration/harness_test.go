@@ -681,3 +681,14 @@ func checkNoToken(t *testing.T, token string, texts map[string]string) {
 		}
 	}
 }
+
+// allocatedBytes returns the bytes of disk the file at path holds (its
+// blocks, not its size: holes punched in it hold none).
+func allocatedBytes(t *testing.T, path string) int64 {
+	t.Helper()
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		t.Fatalf("stat %s: %v", path, err)
+	}
+	return st.Blocks * 512
+}

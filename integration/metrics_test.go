@@ -90,6 +90,11 @@ func TestMetricsEndpoint(t *testing.T) {
 	if v, ok := metricValue(text, "tusgate_delivered_bytes_total"); v != float64(len(data)) {
 		t.Errorf("tusgate_delivered_bytes_total: got %v (found %v), want %d", v, ok, len(data))
 	}
+	// Part 1 is always freed before the upload completes (it goes alone);
+	// the part that completes the upload goes with its files.
+	if v, ok := metricValue(text, "tusgate_discarded_bytes_total"); v < 5*mib || v >= float64(len(data)) {
+		t.Errorf("tusgate_discarded_bytes_total: got %v (found %v), want at least part 1 (%d) and less than %d", v, ok, 5*mib, len(data))
+	}
 	if v, ok := metricValue(text, "tusgate_first_part_deadline_margin_seconds_count"); v != 1 {
 		t.Errorf("tusgate_first_part_deadline_margin_seconds_count: got %v (found %v), want 1", v, ok)
 	}

@@ -195,10 +195,37 @@ func TestUploadPipelined(t *testing.T) {
 		if st.State != store.StateForwarding || st.Received != 6*mib || st.VideoID == nil {
 			t.Errorf("status after part 1, mid-upload: got %s, want state forwarding, received %d, a videoId", raw, 6*mib)
 		}
+		// Part 1's bytes are freed on disk once api.video has them, while
+		// the client is still sending: 6 MiB received, 1 MiB left to send.
+		file := filepath.Join(gw.DataDir, "uploads", id)
+		waitFor(t, "part 1's bytes to be freed on disk", func() bool { return allocatedBytes(t, file) <= 6*mib-5*mib+mib/2 })
 		upload(t, gw, u, data, mib)
 		st, _ = waitDelivered(t, gw, id)
 		checkDelivered(t, emu, token, data, st)
 	})
+}
+
+// With --keep-delivered the data file holds every byte after delivery:
+// no part is freed while the rest is sent.
+func TestUploadKeepDelivered(t *testing.T) {
+	t.Parallel()
+	emu := newEmulator(t)
+	gw := startGateway(t, emu, gatewayOptions{Store: "embedded", Args: []string{"--keep-delivered"}})
+	token := emu.CreateToken(time.Hour)
+	data := testData(5, 12*mib)
+
+	u := create(t, gw, int64(len(data)), meta(token))
+	id := uploadID(t, u)
+	upload(t, gw, u, data, mib)
+	st, _ := waitDelivered(t, gw, id)
+	checkDelivered(t, emu, token, data, st)
+	kept, err := os.ReadFile(filepath.Join(gw.DataDir, "uploads", id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(kept, data) {
+		t.Errorf("kept file: %d bytes differing from the %d uploaded", len(kept), len(data))
+	}
 }
 
 // failingReader yields limit bytes of r, then fails (or, with cancel set,
