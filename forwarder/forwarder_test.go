@@ -350,6 +350,59 @@ func TestDiscardFailureKeepsTheBytesAndDelivers(t *testing.T) {
 	}
 }
 
+// takeover hands part's lease to another owner while this worker sends
+// it, as when its lease expired and another instance claimed the part.
+type takeover struct {
+	forwarder.Uploader
+	st   *boltstore.Store
+	id   string
+	part int
+}
+
+func (tk *takeover) UploadPart(ctx context.Context, req apivideo.PartRequest) (*apivideo.Video, error) {
+	if req.Part == tk.part {
+		_, err := tk.st.Update(ctx, tk.id, func(u *store.Upload) error {
+			u.InFlight[tk.part] = store.Lease{Owner: "other", Until: time.Now().Add(time.Hour)}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return tk.Uploader.UploadPart(ctx, req)
+}
+
+// A part another worker holds the lease of when this one's answer comes is
+// recorded as delivered but not discarded: the other may be reading it.
+func TestNoDiscardUnderAnotherWorkersLease(t *testing.T) {
+	e := newEnv(t, forwarder.Config{})
+	e.stop()
+	fwd := forwarder.New(forwarder.Config{Owner: "test", MinBackoff: time.Millisecond, MaxBackoff: 10 * time.Millisecond},
+		e.st, e.src, &takeover{Uploader: apivideo.New(e.emu.URL), st: e.st, id: "up1", part: 2})
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = fwd.Run(ctx)
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	e.fwd = fwd
+
+	tok := e.emu.CreateToken(0)
+	data := randomBytes(23, 12*MiB+123)
+	e.addUpload("up1", tok, data, 11*MiB, nil)
+	e.waitUpload("up1", "part 2 delivered", func(u *store.Upload) bool { return u.IsDelivered(2) })
+	e.receive("up1", int64(len(data)), true, 0)
+	e.waitUpload("up1", "delivered", delivered)
+
+	if got, want := e.src.discardedRanges("up1"), [][2]int64{{0, 5 * MiB}}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("discarded %v, want only part 1's %v", got, want)
+	}
+	if v := e.onlyVideo(tok); !v.Complete || v.SHA256 != sha(data) {
+		t.Errorf("video: complete %v sha %s, want complete with sha %s", v.Complete, v.SHA256, sha(data))
+	}
+}
+
 func TestSendsPartsWhileReceiving(t *testing.T) {
 	e := newEnv(t, forwarder.Config{})
 	tok := e.emu.CreateToken(0)

@@ -222,8 +222,13 @@ func (f *Forwarder) deliver(ctx context.Context, log *zap.Logger, u *store.Uploa
 	defer cancel()
 	var saved *store.Upload
 	var err error
+	var othersLease bool
 	for attempt := 1; ; attempt++ {
 		saved, err = f.st.Update(ctx, u.ID, func(r *store.Upload) error {
+			// Another worker that took over an expired lease may be
+			// streaming this part's bytes right now: leave them be.
+			l, ok := r.InFlight[k]
+			othersLease = ok && l.Owner != f.cfg.Owner
 			return r.Deliver(k, v.VideoID, assets, now)
 		})
 		if err == nil || errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrNotFound) || !sleepCtx(ctx, f.backoff(attempt)) {
@@ -242,7 +247,7 @@ func (f *Forwarder) deliver(ctx context.Context, log *zap.Logger, u *store.Uploa
 	if k == 1 {
 		f.m.firstPartAccepted(saved.TokenDeadline, now)
 	}
-	if saved.State != store.StateDelivered {
+	if saved.State != store.StateDelivered && !othersLease {
 		f.discard(ctx, log, saved.ID, start, end)
 	}
 	if saved.State == store.StateDelivered {
