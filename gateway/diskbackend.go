@@ -129,9 +129,10 @@ func (d *diskBackend) LastWrite(_ context.Context, id string) (time.Time, error)
 // multi-gigabyte upload holds disk and memory only for the bytes not yet
 // delivered. The file's modification time is kept, since LastWrite reports
 // it as the client's last write (a write racing the Discard may see its
-// time moved back by the Discard's few microseconds). A file system without hole punching
-// gives an error wrapping errors.ErrUnsupported or EOPNOTSUPP; nothing is
-// lost then, the bytes stay until the upload's files are removed.
+// time moved back by the Discard's few microseconds). A file system
+// without hole punching gives an error wrapping errors.ErrUnsupported or
+// EOPNOTSUPP; nothing is lost then, the bytes stay until the upload's
+// files are removed.
 func (d *diskBackend) Discard(_ context.Context, id string, offset, length int64) error {
 	if offset < 0 || length <= 0 {
 		return fmt.Errorf("discard upload %s range [%d, +%d): offset must be at least 0 and length above 0", id, offset, length)
