@@ -186,7 +186,7 @@ func (b *bench) measure(ctx context.Context, sys string, w workload, m map[strin
 			}
 			redisURL = b.redis.proxiedURL(counter.Addr())
 		}
-		srv, err = startTusgate(ctx, sys, b.tusgate, dir, emu.URL, redisURL, b.cfg.TusgateArgs)
+		srv, err = startTusgate(ctx, sys, b.tusgate, dir, emu.URL, redisURL, b.cfg.TusgateArgs, b.cfg.TusgateEnv)
 	default:
 		err = fmt.Errorf("unknown system %q", sys)
 	}

@@ -80,6 +80,10 @@ type config struct {
 	Tusgate string
 	// TusgateArgs are extra arguments for every tusgate process.
 	TusgateArgs []string
+	// TusgateEnv are KEY=VALUE settings added to every tusgate process's
+	// environment (replacing the benchmark's own value of KEY). Default:
+	// imageEnv, what the Docker image sets.
+	TusgateEnv []string
 	// WorkDir holds each run's temporary data directory.
 	WorkDir string
 	// Output says where the report goes: the text table or JSON.
@@ -149,6 +153,7 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	}
 	var quick bool
 	var tusgateArgs string
+	tusgateEnv := strings.Join(imageEnv, " ")
 	fs := flag.NewFlagSet("tusgate-bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
@@ -172,6 +177,7 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&cfg.RedisURL, "redis-url", cfg.RedisURL, "Redis database for tusgate-redis (redis://host:port/db); FLUSHDB before each run")
 	fs.StringVar(&cfg.Tusgate, "tusgate", "", "tusgate binary to run (default: go build ./cmd/tusgate from the module root)")
 	fs.StringVar(&tusgateArgs, "tusgate-args", "", "extra space-separated arguments for tusgate, such as \"--part-size 20MiB\"")
+	fs.StringVar(&tusgateEnv, "tusgate-env", tusgateEnv, "space-separated KEY=VALUE settings added to tusgate's environment (default: what the Docker image sets; \"\" for none)")
 	fs.StringVar(&cfg.WorkDir, "work-dir", cfg.WorkDir, "directory for the runs' temporary data directories")
 	cfg.Output.RegisterFlags(fs, "text table")
 	fs.DurationVar(&cfg.RunTimeout, "run-timeout", cfg.RunTimeout, "bound on one run of one workload on one system")
@@ -191,6 +197,7 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 		})
 	}
 	cfg.TusgateArgs = strings.Fields(tusgateArgs)
+	cfg.TusgateEnv = strings.Fields(tusgateEnv)
 	return cfg, cfg.validate()
 }
 
@@ -221,6 +228,11 @@ func (c *config) validate() error {
 	if slices.Contains(c.Systems, sysRedis) {
 		if u, err := url.Parse(c.RedisURL); err != nil || u.Scheme != "redis" || u.Host == "" {
 			errs = append(errs, errors.New("--redis-url: must be redis://host:port[/db] (rediss:// is not supported: the benchmark counts commands on the wire)"))
+		}
+	}
+	for _, kv := range c.TusgateEnv {
+		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
+			errs = append(errs, fmt.Errorf("--tusgate-env: %q is not KEY=VALUE", kv))
 		}
 	}
 	if st, err := os.Stat(c.WorkDir); err != nil || !st.IsDir() {

@@ -89,29 +89,32 @@ type ratioRow struct {
 
 // report collects the runs and renders them.
 type report struct {
-	Command   string       `json:"command"`
-	Started   time.Time    `json:"started"`
-	Finished  time.Time    `json:"finished"`
-	Host      hostInfo     `json:"host"`
-	Tusgate   string       `json:"tusgate,omitempty"`
-	RedisURL  string       `json:"redisURL,omitempty"`
-	RunsEach  int          `json:"runsEach"`
-	Systems   []string     `json:"systems"`
-	Workloads []workload   `json:"workloads"`
-	Runs      []result     `json:"runs"`
-	Summary   []summaryRow `json:"summary"`
-	Ratios    []ratioRow   `json:"ratios"`
+	Command  string    `json:"command"`
+	Started  time.Time `json:"started"`
+	Finished time.Time `json:"finished"`
+	Host     hostInfo  `json:"host"`
+	Tusgate  string    `json:"tusgate,omitempty"`
+	// TusgateEnv is what the benchmark added to tusgate's environment.
+	TusgateEnv []string     `json:"tusgateEnv,omitempty"`
+	RedisURL   string       `json:"redisURL,omitempty"`
+	RunsEach   int          `json:"runsEach"`
+	Systems    []string     `json:"systems"`
+	Workloads  []workload   `json:"workloads"`
+	Runs       []result     `json:"runs"`
+	Summary    []summaryRow `json:"summary"`
+	Ratios     []ratioRow   `json:"ratios"`
 }
 
 func newReport(cfg *config, wls []workload, tusgate string) *report {
 	r := &report{
-		Command:   cfg.Command,
-		Started:   time.Now().UTC(),
-		Host:      readHostInfo(),
-		Tusgate:   tusgate,
-		RunsEach:  cfg.Runs,
-		Systems:   cfg.Systems,
-		Workloads: wls,
+		Command:    cfg.Command,
+		Started:    time.Now().UTC(),
+		Host:       readHostInfo(),
+		Tusgate:    tusgate,
+		TusgateEnv: cfg.TusgateEnv,
+		RunsEach:   cfg.Runs,
+		Systems:    cfg.Systems,
+		Workloads:  wls,
 	}
 	if slices.Contains(cfg.Systems, sysRedis) {
 		r.RedisURL = redactURL(cfg.RedisURL)
@@ -211,6 +214,13 @@ func (r *report) writeTable(w io.Writer) error {
 	fmt.Fprintf(&b, "host: %s %s/%s, %d CPUs, kernel %s\n", r.Host.GoVersion, r.Host.OS, r.Host.Arch, r.Host.CPUs, r.Host.Kernel)
 	if r.Tusgate != "" {
 		fmt.Fprintf(&b, "tusgate: %s\n", r.Tusgate)
+		if len(r.TusgateEnv) > 0 {
+			note := ""
+			if slices.Equal(r.TusgateEnv, imageEnv) {
+				note = " (the Docker image's)"
+			}
+			fmt.Fprintf(&b, "tusgate environment: %s%s\n", strings.Join(r.TusgateEnv, " "), note)
+		}
 	}
 	if r.RedisURL != "" {
 		fmt.Fprintf(&b, "redis: %s (flushed before each run)\n", r.RedisURL)

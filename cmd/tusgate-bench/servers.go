@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -140,9 +141,30 @@ func startPlainTusd(ctx context.Context, self, dir string) (*server, error) {
 	return &server{proc: p, base: base, endpoint: base + "/files/"}, nil
 }
 
+// imageEnv is the environment the Docker image (Dockerfile, ENV) gives
+// tusgate beyond its TUSGATE_ settings, so that the benchmark measures it
+// as it ships. GODEBUG=adaptivestackstart=0: new goroutines start with the
+// runtime's smallest stack instead of the average in use at the last GC.
+// With 1000 slow uploads open, that average is raised by the connections'
+// deep handler stacks, and tusd's three small per-request goroutines were
+// started with 4-8 KiB stacks each instead of 2 KiB.
+var imageEnv = []string{"GODEBUG=adaptivestackstart=0"}
+
+// tusgateEnv returns the environment of a tusgate process: the benchmark's
+// own without TUSGATE_ variables (tusgate sees only the benchmark's
+// settings) and without the keys of extra, then extra.
+func tusgateEnv(extra []string) []string {
+	drop := []string{"TUSGATE_"}
+	for _, kv := range extra {
+		k, _, _ := strings.Cut(kv, "=")
+		drop = append(drop, k+"=")
+	}
+	return benchkit.EnvWithout(drop, extra...)
+}
+
 // startTusgate starts the tusgate binary with its data in dir, forwarding to
 // emulatorURL, on Redis when redisURL is set.
-func startTusgate(ctx context.Context, name, bin, dir, emulatorURL, redisURL string, extra []string) (*server, error) {
+func startTusgate(ctx context.Context, name, bin, dir, emulatorURL, redisURL string, extra, env []string) (*server, error) {
 	args := []string{
 		"--listen", "127.0.0.1:0",
 		"--data-dir", dir,
@@ -160,9 +182,7 @@ func startTusgate(ctx context.Context, name, bin, dir, emulatorURL, redisURL str
 	args = append(args, extra...)
 	p, addr, err := benchkit.StartProc(ctx, benchkit.ProcSpec{
 		Name: name, Path: bin, Args: args,
-		// Without TUSGATE_ variables tusgate sees only the benchmark's
-		// settings.
-		Env: benchkit.EnvWithout([]string{"TUSGATE_"}), Ready: benchkit.TusgateListening,
+		Env: tusgateEnv(env), Ready: benchkit.TusgateListening,
 	})
 	if err != nil {
 		return nil, err
