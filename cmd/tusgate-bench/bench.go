@@ -172,6 +172,11 @@ func (b *bench) measure(ctx context.Context, sys string, w workload, m map[strin
 	switch sys {
 	case sysPlain:
 		srv, err = startPlainTusd(ctx, b.self, dir)
+	case sysBare:
+		if emu, err = benchkit.StartEmulator(ctx, b.self, b.hc, false); err != nil {
+			return err
+		}
+		srv, err = startBare(ctx, b.self, dir, emu.URL, b.cfg.BarePartSize)
 	case sysEmbedded, sysRedis:
 		if emu, err = benchkit.StartEmulator(ctx, b.self, b.hc, false); err != nil {
 			return err

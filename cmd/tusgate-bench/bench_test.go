@@ -154,3 +154,59 @@ func TestQuickRun(t *testing.T) {
 		}
 	}
 }
+
+// TestQuickRunBare runs the bare yardstick beside plain tusd on the unpaced
+// workloads and checks that it delivers and reports the forwarding figures
+// and a ratio to plain tusd. It asserts no timing.
+func TestQuickRunBare(t *testing.T) {
+	bin := benchkittest.Build(t, "tusgate-bench")
+	work := t.TempDir()
+	jsonPath := filepath.Join(work, "report.json")
+	unpaced := []string{"one-patch", "small-patches", "concurrent"}
+	benchkittest.Run(t, bin,
+		"--quick", "--runs", "1",
+		"--size", "8MiB",
+		"--concurrent-uploads", "2", "--concurrent-size", "8MiB",
+		"--systems", "plain-tusd,bare",
+		"--workloads", strings.Join(unpaced, ","),
+		"--bare-part-size", "5MiB",
+		"--work-dir", work,
+		"--json-file", jsonPath,
+		"--run-timeout", "2m",
+	)
+	raw, err := os.ReadFile(jsonPath)
+	if err != nil {
+		t.Fatalf("read JSON report: %v", err)
+	}
+	var rep summary
+	if err := json.Unmarshal(raw, &rep); err != nil {
+		t.Fatalf("decode JSON report: %v", err)
+	}
+	bare := 0
+	for _, row := range rep.Summary {
+		if row.System != "bare" {
+			continue
+		}
+		bare++
+		if row.Failed != 0 {
+			t.Errorf("%s: %d failed runs", row.Workload, row.Failed)
+		}
+		for _, m := range []string{"ingest_mb_s", "cpu_s_per_gb", "e2e_s", "forward_mb_s"} {
+			if st, ok := row.Metrics[m]; !ok || !(st.Median > 0) {
+				t.Errorf("%s %s: got %+v (present %v), want > 0", row.Workload, m, st, ok)
+			}
+		}
+	}
+	if bare != len(unpaced) {
+		t.Errorf("bare summary rows: got %d, want %d", bare, len(unpaced))
+	}
+	ratios := 0
+	for _, r := range rep.Ratios {
+		if r.System == "bare" && r.Ingest != nil && r.Ingest.Median > 0 && r.CPU != nil && r.CPU.Median > 0 {
+			ratios++
+		}
+	}
+	if ratios != len(unpaced) {
+		t.Errorf("bare ratio rows with figures: got %d, want %d", ratios, len(unpaced))
+	}
+}

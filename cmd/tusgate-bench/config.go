@@ -28,6 +28,7 @@ const (
 	sysPlain    = "plain-tusd"
 	sysEmbedded = "tusgate-embedded"
 	sysRedis    = "tusgate-redis"
+	sysBare     = "bare"
 )
 
 // Workload names.
@@ -40,8 +41,11 @@ const (
 )
 
 var (
-	allSystems   = []string{sysPlain, sysEmbedded, sysRedis}
-	allWorkloads = []string{wlOnePatch, wlSmallPatches, wlConcurrent, wlSlowClients, wlPaced}
+	// defaultSystems run unless --systems says otherwise; knownSystems
+	// adds bare, which runs only when selected.
+	defaultSystems = []string{sysPlain, sysEmbedded, sysRedis}
+	knownSystems   = []string{sysPlain, sysEmbedded, sysRedis, sysBare}
+	allWorkloads   = []string{wlOnePatch, wlSmallPatches, wlConcurrent, wlSlowClients, wlPaced}
 )
 
 // config is the benchmark's settings.
@@ -84,6 +88,9 @@ type config struct {
 	// environment (replacing the benchmark's own value of KEY). Default:
 	// imageEnv, what the Docker image sets.
 	TusgateEnv []string
+	// BarePartSize is the part size of the bare system (tusgate's default,
+	// 50 MiB, unless set).
+	BarePartSize int64
 	// WorkDir holds each run's temporary data directory.
 	WorkDir string
 	// Output says where the report goes: the text table or JSON.
@@ -134,7 +141,7 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	cfg := &config{
 		Command:           benchkit.QuoteCommand("tusgate-bench", args),
 		Runs:              3,
-		Systems:           slices.Clone(allSystems),
+		Systems:           slices.Clone(defaultSystems),
 		Workloads:         slices.Clone(allWorkloads),
 		Size:              1 * gib,
 		PatchSize:         5 * mib,
@@ -147,6 +154,7 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 		PacedSize:         64 * mib,
 		PacedRate:         16 * mib,
 		RedisURL:          "redis://127.0.0.1:6379/14",
+		BarePartSize:      50 * mib,
 		WorkDir:           os.TempDir(),
 		RunTimeout:        10 * time.Minute,
 		Warm:              true,
@@ -161,7 +169,7 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 		fs.PrintDefaults()
 	}
 	fs.IntVar(&cfg.Runs, "runs", cfg.Runs, "runs of each workload on each system")
-	fs.Var(listValue{&cfg.Systems, allSystems}, "systems", "comma-separated systems to run")
+	fs.Var(listValue{&cfg.Systems, knownSystems}, "systems", "comma-separated systems to run ("+sysBare+": only when named, the least a server that stores and forwards every byte does)")
 	fs.Var(listValue{&cfg.Workloads, allWorkloads}, "workloads", "comma-separated workloads to run")
 	fs.Var(benchkit.SizeValue{P: &cfg.Size, Max: maxSize}, "size", "upload size of one-patch and small-patches")
 	fs.Var(benchkit.SizeValue{P: &cfg.PatchSize, Max: maxSize}, "patch-size", "PATCH size of small-patches")
@@ -178,6 +186,7 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&cfg.Tusgate, "tusgate", "", "tusgate binary to run (default: go build ./cmd/tusgate from the module root)")
 	fs.StringVar(&tusgateArgs, "tusgate-args", "", "extra space-separated arguments for tusgate, such as \"--part-size 20MiB\"")
 	fs.StringVar(&tusgateEnv, "tusgate-env", tusgateEnv, "space-separated KEY=VALUE settings added to tusgate's environment (default: what the Docker image sets; \"\" for none)")
+	fs.Var(benchkit.SizeValue{P: &cfg.BarePartSize, Max: maxSize}, "bare-part-size", "part size of the bare system (set it to tusgate's --part-size when --tusgate-args changes that)")
 	fs.StringVar(&cfg.WorkDir, "work-dir", cfg.WorkDir, "directory for the runs' temporary data directories")
 	cfg.Output.RegisterFlags(fs, "text table")
 	fs.DurationVar(&cfg.RunTimeout, "run-timeout", cfg.RunTimeout, "bound on one run of one workload on one system")
@@ -224,6 +233,13 @@ func (c *config) validate() error {
 	}
 	if c.RunTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("--run-timeout %v: must be positive", c.RunTimeout))
+	}
+	if slices.Contains(c.Systems, sysBare) {
+		for _, w := range c.Workloads {
+			if w == wlSlowClients || w == wlPaced {
+				errs = append(errs, fmt.Errorf("--systems %s: runs only the unpaced workloads (%s, %s, %s), not %s: it has no stall handling and holds a 1 MiB buffer per open PATCH", sysBare, wlOnePatch, wlSmallPatches, wlConcurrent, w))
+			}
+		}
 	}
 	if slices.Contains(c.Systems, sysRedis) {
 		if u, err := url.Parse(c.RedisURL); err != nil || u.Scheme != "redis" || u.Host == "" {

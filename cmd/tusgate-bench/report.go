@@ -56,7 +56,7 @@ var tableColumns = []struct{ key, head string }{
 
 // legend explains the table's columns.
 const legend = `ingest MB/s      upload bytes / (first creation request → last PATCH acknowledged); MB = 10^6 bytes
-CPU s/GB         server process CPU time (user+system) from idle to the end of the workload (tusgate: until
+CPU s/GB         server process CPU time (user+system) from idle to the end of the workload (tusgate, bare: until
                  every upload is delivered, so forwarding is included) per 10^9 bytes uploaded
 e2e s            first creation request → last video complete at the emulator
 lag s            client's last byte acknowledged → last video complete at the emulator
@@ -78,8 +78,8 @@ type summaryRow struct {
 	Failed int `json:"failed,omitempty"`
 }
 
-// ratioRow compares one tusgate system with plain tusd on one workload,
-// over the per-run ratios (run i of tusgate / run i of plain tusd).
+// ratioRow compares one system (tusgate or bare) with plain tusd on one workload,
+// over the per-run ratios (run i of the system / run i of plain tusd).
 type ratioRow struct {
 	Workload string         `json:"workload"`
 	System   string         `json:"system"`
@@ -257,7 +257,7 @@ func (r *report) writeTable(w io.Writer) error {
 	}
 
 	if len(r.Ratios) > 0 {
-		b.WriteString("\ntusgate / plain tusd (per-run ratios; ingest > 1 is faster, CPU < 1 is cheaper):\n")
+		b.WriteString("\nsystem / plain tusd (per-run ratios; ingest > 1 is faster, CPU < 1 is cheaper):\n")
 		tw = tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "workload\tsystem\tingest MB/s\tCPU s/GB")
 		for _, row := range r.Ratios {

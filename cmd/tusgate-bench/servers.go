@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -139,6 +140,21 @@ func startPlainTusd(ctx context.Context, self, dir string) (*server, error) {
 	}
 	base := "http://" + addr
 	return &server{proc: p, base: base, endpoint: base + "/files/"}, nil
+}
+
+// startBare starts a serve-bare subprocess storing into dir and forwarding
+// to emulatorURL in parts of partSize bytes.
+func startBare(ctx context.Context, self, dir, emulatorURL string, partSize int64) (*server, error) {
+	p, addr, err := benchkit.StartProc(ctx, benchkit.ProcSpec{
+		Name: sysBare, Path: self,
+		Args: []string{cmdServeBare, "--dir", dir, "--apivideo-url", emulatorURL, "--part-size", strconv.FormatInt(partSize, 10)},
+		Env:  os.Environ(), Stdin: true, Ready: benchkit.Ready,
+	})
+	if err != nil {
+		return nil, err
+	}
+	base := "http://" + addr
+	return &server{proc: p, base: base, endpoint: base + "/files/", gateway: true}, nil
 }
 
 // imageEnv is the environment the Docker image (Dockerfile, ENV) gives

@@ -25,11 +25,16 @@ const pollInterval = 20 * time.Millisecond
 // announce(addr), which Ready finds in the parent. It returns nil when ctx
 // ends or stdin closes, and the error of a server that fails.
 func Serve(ctx context.Context, listen string, h http.Handler, stdin io.Reader, stdout io.Writer, announce func(addr string) string) error {
+	return ServeWith(ctx, listen, h, nil, stdin, stdout, announce)
+}
+
+// ServeWith is Serve with the server's ConnContext (nil: none).
+func ServeWith(ctx context.Context, listen string, h http.Handler, connContext func(context.Context, net.Conn) context.Context, stdin io.Reader, stdout io.Writer, announce func(addr string) string) error {
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return fmt.Errorf("--listen %s: %w", listen, err)
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
+	srv := &http.Server{Handler: h, ConnContext: connContext, ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
