@@ -3,7 +3,9 @@ package boltstore_test
 import (
 	"errors"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -119,5 +121,73 @@ func TestOpenLocked(t *testing.T) {
 	}
 	if elapsed > 5*time.Second {
 		t.Errorf("second Open took %v, want about 1s", elapsed)
+	}
+}
+
+// Concurrent writes share transactions (one commit, one pair of fdatasyncs,
+// for many), each is applied, and one whose fn fails returns its error
+// without undoing the others.
+func TestConcurrentWritesShareCommits(t *testing.T) {
+	s := mustOpen(t, filepath.Join(t.TempDir(), "tusgate.db"))
+	t.Cleanup(func() { _ = s.Close() })
+	const n = 40
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = "u" + strconv.Itoa(i)
+		if err := s.Create(t.Context(), storetest.FullUpload(ids[i])); err != nil {
+			t.Fatalf("Create: %v", err)
+		}
+	}
+
+	// One after another: a commit each.
+	before := s.CommittedTxID()
+	for _, id := range ids {
+		if _, err := s.Update(t.Context(), id, func(u *store.Upload) error { u.Attempts++; return nil }); err != nil {
+			t.Fatalf("Update: %v", err)
+		}
+	}
+	if got := s.CommittedTxID() - before; got != n {
+		t.Fatalf("sequential updates: %d commits, want %d", got, n)
+	}
+
+	// All at once: far fewer commits; the odd ones fail and change nothing.
+	errBad := errors.New("refused by fn")
+	start := make(chan struct{})
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	before = s.CommittedTxID()
+	for i, id := range ids {
+		wg.Go(func() {
+			<-start
+			_, errs[i] = s.Update(t.Context(), id, func(u *store.Upload) error {
+				u.Attempts++
+				if i%2 == 1 {
+					return errBad
+				}
+				return nil
+			})
+		})
+	}
+	close(start)
+	wg.Wait()
+	if got := s.CommittedTxID() - before; got > n/4 {
+		t.Errorf("concurrent updates: %d commits for %d writes, want at most %d", got, n/2, n/4)
+	}
+	for i, id := range ids {
+		base := storetest.FullUpload(id).Attempts
+		want, wantErr := base+2, error(nil)
+		if i%2 == 1 {
+			want, wantErr = base+1, errBad
+		}
+		if !errors.Is(errs[i], wantErr) {
+			t.Errorf("Update %s: got %v, want %v", id, errs[i], wantErr)
+		}
+		u, err := s.Get(t.Context(), id)
+		if err != nil {
+			t.Fatalf("Get %s: %v", id, err)
+		}
+		if u.Attempts != want {
+			t.Errorf("%s: Attempts %d, want %d", id, u.Attempts, want)
+		}
 	}
 }
