@@ -30,18 +30,11 @@ var (
 // lockTimeout bounds the wait for the file lock held by another process.
 const lockTimeout = time.Second
 
-// batchDelay is how long a write waits for others to share its
-// transaction. Every write transaction ends with two fdatasyncs; writes go
-// through bbolt's Batch, which commits the writes that arrive within
-// batchDelay of the first together (and runs each alone again when one of
-// them fails). With 1000 uploads created and delivered at once this cut the
-// fdatasyncs by 60 %; a write alone waits 1 ms more, less than its sync.
-const batchDelay = time.Millisecond
-
 // Store is a store.Store backed by a bbolt file. It is safe for concurrent use.
 type Store struct {
 	db   *bolt.DB
 	path string
+	w    *groupCommit
 }
 
 var _ store.Store = (*Store)(nil)
@@ -60,7 +53,6 @@ func Open(path string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open state store %s: %w", path, err)
 	}
-	db.MaxBatchDelay = batchDelay
 	err = db.Update(func(tx *bolt.Tx) error {
 		for _, name := range [][]byte{uploadsBucket, activeBucket} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
@@ -73,7 +65,7 @@ func Open(path string) (*Store, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("open state store %s: create buckets: %w", path, err)
 	}
-	return &Store{db: db, path: path}, nil
+	return &Store{db: db, path: path, w: &groupCommit{db: db}}, nil
 }
 
 // Path returns the file the store lives in.
@@ -129,7 +121,7 @@ func (s *Store) Get(ctx context.Context, id string) (*store.Upload, error) {
 }
 
 // Update applies fn to the record in a bbolt write transaction (shared with
-// concurrent writes, see batchDelay; fn may run more than once). If fn
+// concurrent writes, see groupCommit; fn may run more than once). If fn
 // returns an error, nothing is saved and that error is returned as is.
 func (s *Store) Update(ctx context.Context, id string, fn func(*store.Upload) error) (*store.Upload, error) {
 	op := fmt.Sprintf("update upload %q", id)
@@ -224,10 +216,10 @@ func (s *Store) view(op string, fn func(*bolt.Tx) error) error {
 }
 
 // update runs fn in a write transaction, possibly shared with other
-// writes (see batchDelay): fn may run more than once, as store.Store's
+// writes (see groupCommit): fn may run more than once, as store.Store's
 // Update allows, and must leave nothing behind but what it writes to tx.
 func (s *Store) update(op string, fn func(*bolt.Tx) error) error {
-	return s.wrap(op, s.db.Batch(fn))
+	return s.wrap(op, s.w.do(fn))
 }
 
 // wrap adds the operation to err and marks bbolt's own failures (closed

@@ -191,3 +191,48 @@ func TestConcurrentWritesShareCommits(t *testing.T) {
 		}
 	}
 }
+
+// A write whose fn panics panics in its caller's goroutine, as without
+// shared transactions, and the writes batched with it are still saved.
+func TestPanickingWriteSparesItsBatch(t *testing.T) {
+	s := mustOpen(t, filepath.Join(t.TempDir(), "tusgate.db"))
+	t.Cleanup(func() { _ = s.Close() })
+	const n = 10
+	for i := range n {
+		if err := s.Create(t.Context(), storetest.FullUpload("u"+strconv.Itoa(i))); err != nil {
+			t.Fatalf("Create: %v", err)
+		}
+	}
+	start := make(chan struct{})
+	recovered := make([]any, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			defer func() { recovered[i] = recover() }()
+			<-start
+			_, _ = s.Update(t.Context(), "u"+strconv.Itoa(i), func(u *store.Upload) error {
+				if i == 3 {
+					panic("boom")
+				}
+				u.Attempts += 10
+				return nil
+			})
+		})
+	}
+	close(start)
+	wg.Wait()
+	for i := range n {
+		id := "u" + strconv.Itoa(i)
+		u, err := s.Get(t.Context(), id)
+		if err != nil {
+			t.Fatalf("Get %s: %v", id, err)
+		}
+		base := storetest.FullUpload(id).Attempts
+		switch {
+		case i == 3 && (recovered[i] != "boom" || u.Attempts != base):
+			t.Errorf("%s: recovered %v, Attempts %d; want the panic in the caller and nothing saved", id, recovered[i], u.Attempts)
+		case i != 3 && (recovered[i] != nil || u.Attempts != base+10):
+			t.Errorf("%s: recovered %v, Attempts %d; want no panic and %d", id, recovered[i], u.Attempts, base+10)
+		}
+	}
+}
