@@ -127,7 +127,7 @@ type Config struct {
 	// uploads, at least 1. Flag --workers, default max(4, 2*runtime.NumCPU()).
 	Workers int
 	// ParallelParts is the number of parts of one upload forwarded
-	// concurrently, at least 1. Flag --parallel-parts, default 2.
+	// concurrently, at least 1. Flag --parallel-parts, default 3.
 	ParallelParts int
 	// BasePath is the URL path of the tus endpoint; it starts and ends with
 	// "/". Flag --base-path, default "/files/".
@@ -237,7 +237,7 @@ func Default() Config {
 		APIVideoURL:              "https://ws.api.video",
 		PartSize:                 50 * mib,
 		Workers:                  max(4, 2*runtime.NumCPU()),
-		ParallelParts:            2,
+		ParallelParts:            3,
 		BasePath:                 "/files/",
 		CompletionWindow:         24 * time.Hour,
 		MaxSize:                  MaxUploadSize,

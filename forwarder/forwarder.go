@@ -59,7 +59,7 @@ type Config struct {
 	// Workers bounds the parts in flight across all uploads. Default 4.
 	Workers int
 	// ParallelParts bounds the parts in flight of one upload (after part 1,
-	// which always goes alone). Default 2.
+	// which always goes alone). Default 3.
 	ParallelParts int
 	// LeaseDuration is how long a claim on a part lasts unless renewed.
 	// Default 30s; it is renewed every third of it while the part streams.
@@ -99,7 +99,7 @@ func (c *Config) setDefaults() {
 		c.Workers = 4
 	}
 	if c.ParallelParts <= 0 {
-		c.ParallelParts = 2
+		c.ParallelParts = 3
 	}
 	if c.LeaseDuration <= 0 {
 		c.LeaseDuration = 30 * time.Second
