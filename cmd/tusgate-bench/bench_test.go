@@ -17,6 +17,20 @@ var (
 	workloads = []string{"one-patch", "small-patches", "concurrent", "slow-clients", "paced"}
 )
 
+// readSummary reads the JSON report the benchmark wrote to path.
+func readSummary(t *testing.T, path string) summary {
+	t.Helper()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("read JSON report: %v", err)
+	}
+	var rep summary
+	if err := json.Unmarshal(raw, &rep); err != nil {
+		t.Fatalf("decode JSON report: %v", err)
+	}
+	return rep
+}
+
 func redisAddr() string {
 	if a := os.Getenv("TUSGATE_TEST_REDIS_ADDR"); a != "" {
 		return a
@@ -95,14 +109,7 @@ func TestQuickRun(t *testing.T) {
 		}
 	}
 
-	raw, err := os.ReadFile(jsonPath)
-	if err != nil {
-		t.Fatalf("read JSON report: %v", err)
-	}
-	var rep summary
-	if err := json.Unmarshal(raw, &rep); err != nil {
-		t.Fatalf("decode JSON report: %v", err)
-	}
+	rep := readSummary(t, jsonPath)
 	if got, want := len(rep.Summary), len(workloads)*len(systems); got != want {
 		t.Fatalf("JSON summary rows: got %d, want %d", got, want)
 	}
@@ -174,14 +181,7 @@ func TestQuickRunBare(t *testing.T) {
 		"--json-file", jsonPath,
 		"--run-timeout", "2m",
 	)
-	raw, err := os.ReadFile(jsonPath)
-	if err != nil {
-		t.Fatalf("read JSON report: %v", err)
-	}
-	var rep summary
-	if err := json.Unmarshal(raw, &rep); err != nil {
-		t.Fatalf("decode JSON report: %v", err)
-	}
+	rep := readSummary(t, jsonPath)
 	bare := 0
 	for _, row := range rep.Summary {
 		if row.System != "bare" {
