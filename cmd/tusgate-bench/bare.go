@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/rand"
-	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"flag"
@@ -14,13 +13,13 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/tus/tusd/v2/pkg/handler"
 
 	"github.com/tusgate/tusgate/apivideo"
 	"github.com/tusgate/tusgate/internal/benchkit"
@@ -158,8 +157,8 @@ func (s *bareServer) create(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "Upload-Length: want a positive integer", http.StatusBadRequest)
 		return
 	}
-	token, err := metadataValue(r.Header.Get("Upload-Metadata"), "token")
-	if err != nil || token == "" {
+	token := handler.ParseMetadataHeader(r.Header.Get("Upload-Metadata"))["token"]
+	if token == "" {
 		http.Error(w, "Upload-Metadata: want a token", http.StatusBadRequest)
 		return
 	}
@@ -220,6 +219,10 @@ func (s *bareServer) patch(w http.ResponseWriter, r *http.Request) {
 		u.mu.Unlock()
 		http.Error(w, "Upload-Offset does not match the upload's offset, or another PATCH is in progress", http.StatusConflict)
 		return
+	case r.ContentLength > u.size-off:
+		u.mu.Unlock()
+		http.Error(w, "the body goes past Upload-Length", http.StatusRequestEntityTooLarge)
+		return
 	}
 	u.patching = true
 	u.mu.Unlock()
@@ -240,9 +243,11 @@ func (s *bareServer) patch(w http.ResponseWriter, r *http.Request) {
 		}
 		n, rerr := r.Body.Read(buf[:])
 		remaining -= int64(n)
-		if off+int64(n) > u.size {
-			http.Error(w, "the body goes past Upload-Length", http.StatusRequestEntityTooLarge)
-			return
+		// A body without Content-Length may still run past the upload's
+		// end: keep what fits, then refuse the rest.
+		tooLong := off+int64(n) > u.size
+		if tooLong {
+			n = int(u.size - off)
 		}
 		if n > 0 {
 			if _, err := u.file.WriteAt(buf[:n], off); err != nil {
@@ -254,6 +259,10 @@ func (s *bareServer) patch(w http.ResponseWriter, r *http.Request) {
 			u.received = off
 			u.cond.Broadcast()
 			u.mu.Unlock()
+		}
+		if tooLong {
+			http.Error(w, "the body goes past Upload-Length", http.StatusRequestEntityTooLarge)
+			return
 		}
 		if rerr == io.EOF {
 			break
@@ -409,21 +418,4 @@ func (s *bareServer) status(w http.ResponseWriter, r *http.Request) {
 	}
 	u.mu.Unlock()
 	benchkit.ReplyJSON(w, st)
-}
-
-// metadataValue returns the value of key in a tus Upload-Metadata header
-// ("key base64,key base64"); a key without a value has "".
-func metadataValue(header, key string) (string, error) {
-	for pair := range strings.SplitSeq(header, ",") {
-		k, v, _ := strings.Cut(strings.TrimSpace(pair), " ")
-		if k != key {
-			continue
-		}
-		b, err := base64.StdEncoding.DecodeString(v)
-		if err != nil {
-			return "", fmt.Errorf("metadata %s: %w", key, err)
-		}
-		return string(b), nil
-	}
-	return "", nil
 }

@@ -164,3 +164,51 @@ func TestBareRefusesPacedWorkloads(t *testing.T) {
 		t.Errorf("default systems: %v, %v; want bare only when named", def.Systems, err)
 	}
 }
+
+// A body longer than the upload is refused with 413; a declared one before
+// any byte is taken, one without Content-Length after the bytes that fit,
+// which are kept.
+func TestBareRefusesABodyPastTheEnd(t *testing.T) {
+	emu := apivideotest.NewServer()
+	t.Cleanup(emu.Close)
+	base, _ := startBareForTest(t, emu, "5MiB")
+	hc := &http.Client{Timeout: time.Minute}
+	client := tusClient{hc: hc}
+	u, err := client.create(t.Context(), base+"/files/", 10, map[string]string{"token": emu.CreateToken(0)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.patch(t.Context(), u, 0, 11, strings.NewReader("0123456789X")); err == nil || !strings.Contains(err.Error(), "413") {
+		t.Fatalf("PATCH of 11 bytes into 10: got %v, want 413", err)
+	}
+	offset := func() string {
+		resp, err := hc.Head(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.Header.Get("Upload-Offset")
+	}
+	if got := offset(); got != "0" {
+		t.Fatalf("offset after a refused declared body: %s, want 0", got)
+	}
+	// No Content-Length: the transport sends the body chunked.
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPatch, u, io.MultiReader(strings.NewReader("0123456789X")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Tus-Resumable", "1.0.0")
+	req.Header.Set("Content-Type", "application/offset+octet-stream")
+	req.Header.Set("Upload-Offset", "0")
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Fatalf("chunked PATCH of 11 bytes into 10: %s, want 413", resp.Status)
+	}
+	if got := offset(); got != "10" {
+		t.Errorf("offset after a chunked body past the end: %s, want the 10 bytes that fit kept", got)
+	}
+}
